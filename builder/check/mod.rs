@@ -1,0 +1,196 @@
+//! The check pass: reads a finished image and gives each compliance rule a
+//! verdict with evidence. It never trusts what a build step believes it did.
+
+pub mod report;
+pub mod rules;
+pub mod view;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use view::{DirView, FileKind, FileMeta, ImageView, WalkEntry};
+
+/// Verdict of one rule, as the report contract spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Pass,
+    Fail,
+    Waived,
+    NotApplicable,
+    NotRun,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Waived => "waived",
+            Status::NotApplicable => "not-applicable",
+            Status::NotRun => "not-run",
+        }
+    }
+}
+
+/// What one rule found: a status and the evidence behind it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub evidence: String,
+}
+
+impl Outcome {
+    pub fn pass(evidence: impl Into<String>) -> Self {
+        Self { status: Status::Pass, evidence: evidence.into() }
+    }
+    pub fn fail(evidence: impl Into<String>) -> Self {
+        Self { status: Status::Fail, evidence: evidence.into() }
+    }
+    pub fn not_run(evidence: impl Into<String>) -> Self {
+        Self { status: Status::NotRun, evidence: evidence.into() }
+    }
+    pub fn not_applicable(evidence: impl Into<String>) -> Self {
+        Self { status: Status::NotApplicable, evidence: evidence.into() }
+    }
+}
+
+/// One rule's line in a report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub id: &'static str,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub evidence: String,
+}
+
+/// One partition of the OS disk, as read from its partition table.
+#[derive(Clone, Debug, Default)]
+pub struct Partition {
+    /// Partition number as the table numbers it (1-based).
+    pub number: u32,
+    pub start_sector: u64,
+    pub size_bytes: u64,
+    /// GPT type GUID in upper case, or the MBR type as `0xNN`.
+    pub type_id: String,
+    /// File system type as libguestfs or blkid names it (`ext4`, `vfat`,
+    /// `swap`, `LVM2_member`), if any.
+    pub fs_type: Option<String>,
+}
+
+/// Facts about the disk container and its partitions.
+#[derive(Clone, Debug, Default)]
+pub struct DiskFacts {
+    pub path: PathBuf,
+    /// Length of the image file in bytes.
+    pub file_len: u64,
+    /// The last 512 bytes of the file, where a VHD footer lives.
+    pub tail: Vec<u8>,
+    /// Container format seen by libguestfs or qemu-img (`raw`, `qcow2`, ...).
+    pub format: String,
+    /// Virtual disk size in bytes, as the guest would see it.
+    pub virtual_size: u64,
+    /// `gpt`, `msdos`, or empty when the disk has no partition table.
+    pub partition_table: String,
+    pub partitions: Vec<Partition>,
+    /// LVM physical volumes found on the disk (device names).
+    pub lvm_pvs: Vec<String>,
+}
+
+/// What the OS inspection found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OsInfo {
+    pub family: String,
+    pub version: String,
+    pub arch: String,
+}
+
+/// A rule that a recipe waives, with the product reason shown in reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiver {
+    pub rule: String,
+    pub reason: String,
+}
+
+/// Settings of one check run that come from outside the image.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// systemd units the product declares; other enabled network listeners
+    /// fail `minimal-footprint`.
+    pub declared_units: Vec<String>,
+    pub waivers: Vec<Waiver>,
+    /// ClamAV signature database folder; `None` means the system default.
+    pub clamav_db: Option<PathBuf>,
+}
+
+/// Everything a rule may look at.
+pub struct Subject<'a> {
+    pub disk: &'a DiskFacts,
+    /// The mounted OS tree, or `None` when no OS was found.
+    pub fs: Option<&'a dyn ImageView>,
+    pub os: &'a OsInfo,
+    pub policy: &'a Policy,
+}
+
+/// Runs every rule of the catalogue on `subject` and applies the waivers.
+pub fn run_rules(subject: &Subject) -> Vec<Finding> {
+    rules::catalogue()
+        .iter()
+        .map(|rule| {
+            let outcome = (rule.check)(subject).unwrap_or_else(|e| {
+                Outcome::not_run(format!("the check could not run: {e:#}"))
+            });
+            apply_waiver(rule.id, outcome, &subject.policy.waivers)
+        })
+        .collect()
+}
+
+fn apply_waiver(id: &'static str, outcome: Outcome, waivers: &[Waiver]) -> Finding {
+    let waiver = waivers.iter().find(|w| w.rule == id);
+    match (outcome.status, waiver) {
+        (Status::Fail, Some(w)) => Finding {
+            id,
+            status: Status::Waived,
+            reason: Some(w.reason.clone()),
+            evidence: outcome.evidence,
+        },
+        (status, w) => Finding {
+            id,
+            status,
+            reason: w.map(|w| w.reason.clone()),
+            evidence: outcome.evidence,
+        },
+    }
+}
+
+/// Overall verdict of a set of findings, per the report contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Compliant,
+    NonCompliant,
+    Incomplete,
+}
+
+impl Verdict {
+    pub fn of(findings: &[Finding]) -> Self {
+        if findings.iter().any(|f| f.status == Status::Fail) {
+            Verdict::NonCompliant
+        } else if findings.iter().any(|f| f.status == Status::NotRun) {
+            Verdict::Incomplete
+        } else {
+            Verdict::Compliant
+        }
+    }
+
+    /// Exit code of `forge check` for this verdict.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Compliant => 0,
+            Verdict::NonCompliant => 1,
+            Verdict::Incomplete => 3,
+        }
+    }
+}

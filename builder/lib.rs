@@ -1,0 +1,5 @@
+//! forge builds Azure Marketplace VM images from TOML recipes and checks any
+//! image against the Marketplace security rules.
+
+pub mod check;
+pub mod vhd;

@@ -1,0 +1,44 @@
+#!/bin/sh
+# Installs the Debian 12 packages that forge and its test suite need.
+# Run as root. Safe to run again: apt skips what is already installed.
+set -eu
+
+export DEBIAN_FRONTEND=noninteractive
+
+# A failing third-party source must not stop the set-up, so the update's
+# exit status is ignored and the install below reports what is missing.
+apt-get update -q || echo "install-deps: apt-get update reported errors; continuing" >&2
+
+packages="
+  mmdebstrap
+  gdisk
+  dosfstools
+  mtools
+  e2fsprogs
+  grub-pc-bin
+  grub-efi-amd64-bin
+  qemu-system-x86
+  ovmf
+  libguestfs0
+  libguestfs-dev
+  libguestfs-tools
+  linux-image-amd64
+  clamav
+  pkg-config
+"
+
+# libguestfs depends on the qemu-utils of Debian 12. A machine that carries
+# a newer qemu-utils (from backports, say) must go back to the Debian 12
+# one, or apt cannot satisfy libguestfs.
+downgrade=""
+installed=$(dpkg-query -W -f '${Version}' qemu-utils 2>/dev/null || true)
+candidate=$(apt-cache policy qemu-utils 2>/dev/null \
+  | awk '/^ +[0-9]/ && !v { v = $1 } /bookworm\/main/ && v { print v; exit } /^ +\*\*\*/ { v = "" }' \
+  || true)
+if [ -n "$installed" ] && echo "$installed" | grep -q 'bpo\|deb13'; then
+  downgrade="qemu-utils/bookworm"
+fi
+
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends --allow-downgrades $downgrade $packages
+: "$candidate"
