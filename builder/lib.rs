@@ -1,5 +1,8 @@
 //! forge builds Azure Marketplace VM images from TOML recipes and checks any
 //! image against the Marketplace security rules.
 
+pub mod build;
 pub mod check;
+pub mod exec;
+pub mod recipe;
 pub mod vhd;

@@ -1,1 +1,105 @@
-fn main() {}
+//! Command-line entry point: parses arguments, sets up logging, runs one
+//! subcommand and maps its result to an exit code.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use forge::build::{self, chroot, BuildOptions};
+
+#[derive(Parser)]
+#[command(name = "forge", version, about = "Build and check Azure Marketplace VM images")]
+struct Cli {
+    /// Log every external command line (repeat for more detail).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a recipe into a checked, fixed VHD.
+    Build {
+        /// Recipe file (TOML).
+        recipe: PathBuf,
+        /// Folder for the VHD and its reports.
+        #[arg(short, long, default_value = "out")]
+        output: PathBuf,
+        /// Folder for downloaded packages, reused by later builds.
+        #[arg(long, env = "FORGE_CACHE_DIR", default_value = "/var/cache/forge")]
+        cache_dir: PathBuf,
+        /// ClamAV signature database folder for the malware scan.
+        #[arg(long)]
+        clamav_db: Option<PathBuf>,
+    },
+    /// Internal: run a command inside an image tree (used by forge itself).
+    #[command(name = "internal-enter", hide = true)]
+    InternalEnter {
+        tree: PathBuf,
+        #[arg(long = "env")]
+        env: Vec<String>,
+        #[arg(long = "dev-link")]
+        dev_links: Vec<String>,
+        #[arg(last = true, required = true)]
+        argv: Vec<OsString>,
+    },
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn,forge=info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FORGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::InternalEnter { tree, env, dev_links, argv } = &cli.command {
+        // Only returns on failure: success replaces this process.
+        let err = chroot::enter(tree, env, dev_links, argv).unwrap_err();
+        eprintln!("forge: {err:#}");
+        return ExitCode::from(127);
+    }
+    init_logging(cli.verbose);
+    if let Err(e) = forge::exec::install_interrupt_handler() {
+        eprintln!("forge: {e:#}");
+        return ExitCode::from(2);
+    }
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.downcast_ref::<forge::exec::Interrupted>().is_some() {
+                eprintln!("forge: interrupted; temporary files were removed");
+                return ExitCode::from(130);
+            }
+            eprintln!("forge: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Build { recipe, output, cache_dir, clamav_db } => {
+            let opts = BuildOptions { output_dir: output, cache_dir, clamav_db };
+            let a = build::build(&recipe, &opts)?;
+            println!("{}", a.vhd.display());
+            println!("sha256 {}", a.sha256);
+            println!("report {}", a.json_report.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::InternalEnter { .. } => unreachable!("handled before logging starts"),
+    }
+}

@@ -1,6 +1,7 @@
 //! The check pass: reads a finished image and gives each compliance rule a
 //! verdict with evidence. It never trusts what a build step believes it did.
 
+pub mod image;
 pub mod report;
 pub mod rules;
 pub mod view;
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use image::check_image;
 pub use view::{DirView, FileKind, FileMeta, ImageView, WalkEntry};
 
 /// Verdict of one rule, as the report contract spells it.

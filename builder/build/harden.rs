@@ -1,0 +1,411 @@
+//! Mandatory hardening, applied after the layers so that no layer can undo
+//! it. Each step repairs what it can; what it cannot repair (a second UID 0
+//! account, a private key the vendor put in the image) is left for the
+//! check pass to reject, naming the rule.
+
+use std::fs;
+
+use anyhow::{Context, Result};
+
+use super::{tree, Context as BuildContext};
+
+/// Kernel command line Azure requires, plus a console on the first screen.
+pub const KERNEL_CMDLINE: &str = "console=tty1 console=ttyS0 earlyprintk=ttyS0 rootdelay=300";
+
+/// sshd settings this step puts first in `sshd_config`; sshd keeps the
+/// first value it reads for a keyword, so these win over any later line.
+const SSHD_BLOCK: &str = "\
+# Set by forge for Azure Marketplace images. sshd uses the first value it
+# reads for each keyword, so these lines stay at the top of this file.
+ClientAliveInterval 180
+PermitRootLogin no
+PermitEmptyPasswords no
+# End of forge settings.
+";
+const SSHD_BLOCK_END: &str = "# End of forge settings.\n";
+
+/// File names of shell and REPL histories, removed wherever they are.
+const HISTORY_FILES: &[&str] = &[
+    ".bash_history",
+    ".zsh_history",
+    ".sh_history",
+    ".history",
+    ".ash_history",
+    ".ksh_history",
+    ".python_history",
+    ".mysql_history",
+    ".psql_history",
+    ".lesshst",
+];
+const KEY_FILES: &[&str] = &["authorized_keys", "authorized_keys2", "known_hosts"];
+
+/// Folders of the tree that hold no image state worth scanning.
+const SKIP_WALK: &[&str] = &["/proc", "/sys", "/dev", "/run", "/usr", "/boot"];
+
+/// Password fields that mean "locked, no password".
+pub const LOCK_MARKERS: &[&str] = &["*", "!", "!!", "*LOCK*", "!*"];
+
+const FIREWALL_UNITS: &[&str] = &[
+    "ufw.service",
+    "firewalld.service",
+    "nftables.service",
+    "netfilter-persistent.service",
+    "iptables.service",
+    "ip6tables.service",
+];
+
+/// Kernel network settings of the hardening baseline.
+pub const SYSCTL_BASELINE: &[(&str, &str)] = &[
+    ("net.ipv4.conf.all.accept_redirects", "0"),
+    ("net.ipv4.conf.default.accept_redirects", "0"),
+    ("net.ipv4.conf.all.send_redirects", "0"),
+    ("net.ipv4.conf.all.accept_source_route", "0"),
+    ("net.ipv4.icmp_echo_ignore_broadcasts", "1"),
+    ("net.ipv4.tcp_syncookies", "1"),
+    ("net.ipv6.conf.all.accept_redirects", "0"),
+];
+
+/// Runs every hardening step on the tree.
+pub fn run(ctx: &BuildContext) -> Result<()> {
+    let t = ctx.tree.as_path();
+    let steps: &[(&str, fn(&BuildContext) -> Result<()>)] = &[
+        ("sshd settings", sshd_settings),
+        ("agent settings", agent_settings),
+        ("files with keys and histories", remove_user_files),
+        ("SSH host keys", |c| remove_glob(&c.tree, "/etc/ssh", "ssh_host_")),
+        ("self-signed key of ssl-cert", remove_snakeoil),
+        ("logs", clear_logs),
+        ("machine id", reset_machine_id),
+        ("provisioning state", clear_provisioning_state),
+        ("network config", network_defaults),
+        ("swap", remove_swap),
+        ("accounts", lock_accounts),
+        ("firewall", disable_firewall),
+        ("kernel command line", kernel_cmdline),
+        ("sysctl baseline", sysctl_baseline),
+        ("file modes", file_modes),
+        ("cloud-init datasource", cloud_init_azure),
+        ("caches and temporary files", clean_caches),
+    ];
+    let _ = t;
+    for (name, step) in steps {
+        tracing::debug!("hardening: {name}");
+        step(ctx).with_context(|| format!("hardening step `{name}` failed"))?;
+    }
+    Ok(())
+}
+
+fn sshd_settings(ctx: &BuildContext) -> Result<()> {
+    let path = "/etc/ssh/sshd_config";
+    let current = tree::read(&ctx.tree, path)?.unwrap_or_default();
+    let rest = match current.find(SSHD_BLOCK_END) {
+        Some(i) if current.starts_with("# Set by forge") => &current[i + SSHD_BLOCK_END.len()..],
+        _ => current.as_str(),
+    };
+    tree::write(&ctx.tree, path, format!("{SSHD_BLOCK}{rest}").as_bytes(), 0o644)
+}
+
+/// The agent rewrites sshd's ClientAliveInterval at provisioning from
+/// `OS.SshClientAliveInterval`, so that value must be 180 as well.
+fn agent_settings(ctx: &BuildContext) -> Result<()> {
+    let path = "/etc/waagent.conf";
+    let Some(text) = tree::read(&ctx.tree, path)? else { return Ok(()) };
+    let mut out: Vec<String> = Vec::new();
+    let mut seen = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("OS.SshClientAliveInterval") {
+            out.push("OS.SshClientAliveInterval=180".into());
+            seen = true;
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    if !seen {
+        out.push("OS.SshClientAliveInterval=180".into());
+    }
+    tree::write(&ctx.tree, path, (out.join("\n") + "\n").as_bytes(), 0o644)
+}
+
+/// Walks the image state (not `/usr`), calling `f` for each entry.
+fn walk_state(ctx: &BuildContext, f: &mut dyn FnMut(&str, &fs::Metadata) -> Result<()>) -> Result<()> {
+    for top in fs::read_dir(&ctx.tree)? {
+        let name = format!("/{}", top?.file_name().to_string_lossy());
+        if SKIP_WALK.contains(&name.as_str()) {
+            continue;
+        }
+        let meta = fs::symlink_metadata(ctx.tree.join(&name[1..]))?;
+        if meta.is_dir() {
+            tree::walk(&ctx.tree, &name, f)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_user_files(ctx: &BuildContext) -> Result<()> {
+    let mut doomed = Vec::new();
+    walk_state(ctx, &mut |path, meta| {
+        let name = path.rsplit('/').next().unwrap_or("");
+        if !meta.is_dir() && (HISTORY_FILES.contains(&name) || KEY_FILES.contains(&name)) {
+            doomed.push(path.to_string());
+        }
+        Ok(())
+    })?;
+    for path in doomed {
+        tracing::info!("hardening: removing {path}");
+        tree::remove(&ctx.tree, &path)?;
+    }
+    Ok(())
+}
+
+fn remove_glob(t: &std::path::Path, dir: &str, prefix: &str) -> Result<()> {
+    let host = tree::resolve_all(t, dir)?;
+    for entry in fs::read_dir(&host).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(prefix) {
+            tree::remove(t, &format!("{dir}/{name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// ssl-cert makes a key pair at install time, the same in every VM made
+/// from the image; it is removed with its certificate.
+fn remove_snakeoil(ctx: &BuildContext) -> Result<()> {
+    tree::remove(&ctx.tree, "/etc/ssl/private/ssl-cert-snakeoil.key")?;
+    tree::remove(&ctx.tree, "/etc/ssl/certs/ssl-cert-snakeoil.pem")?;
+    Ok(())
+}
+
+/// Empties every log file; rotated copies go away entirely.
+fn clear_logs(ctx: &BuildContext) -> Result<()> {
+    let mut files = Vec::new();
+    tree::walk(&ctx.tree, "/var/log", &mut |path, meta| {
+        if meta.is_file() || meta.file_type().is_symlink() {
+            files.push(path.to_string());
+        }
+        Ok(())
+    })?;
+    for path in files {
+        let rotated = path.ends_with(".gz")
+            || path.ends_with(".old")
+            || path.rsplit('.').next().is_some_and(|s| s.chars().all(|c| c.is_ascii_digit()));
+        let host = tree::resolve_parent(&ctx.tree, &path)?;
+        let is_link = fs::symlink_metadata(&host)?.file_type().is_symlink();
+        if rotated || is_link {
+            tree::remove(&ctx.tree, &path)?;
+        } else {
+            fs::OpenOptions::new().write(true).truncate(true).open(&host)?;
+        }
+    }
+    Ok(())
+}
+
+/// An empty machine-id makes systemd create a new one at first boot.
+fn reset_machine_id(ctx: &BuildContext) -> Result<()> {
+    tree::write(&ctx.tree, "/etc/machine-id", b"", 0o444)?;
+    let dbus = "/var/lib/dbus/machine-id";
+    tree::remove(&ctx.tree, dbus)?;
+    let host = tree::resolve_parent(&ctx.tree, dbus)?;
+    if host.parent().is_some_and(|p| p.is_dir()) {
+        std::os::unix::fs::symlink("/etc/machine-id", host)?;
+    }
+    Ok(())
+}
+
+fn clear_provisioning_state(ctx: &BuildContext) -> Result<()> {
+    for dir in ["/var/lib/cloud", "/var/lib/waagent", "/var/lib/dhclient"] {
+        remove_glob(&ctx.tree, dir, "")?;
+    }
+    for (dir, needle) in [("/var/lib/dhcp", ".lease"), ("/var/lib/NetworkManager", ".lease")] {
+        let host = tree::resolve_all(&ctx.tree, dir)?;
+        for entry in fs::read_dir(&host).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.contains(needle) {
+                tree::remove(&ctx.tree, &format!("{dir}/{name}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The distribution's DHCP default on the first interface, nothing static,
+/// nothing bound to a MAC address, no resolver file baked in.
+fn network_defaults(ctx: &BuildContext) -> Result<()> {
+    let t = &ctx.tree;
+    tree::remove(t, "/etc/resolv.conf")?;
+    tree::write(t, "/etc/hostname", b"localhost\n", 0o644)?;
+    tree::write(
+        t,
+        "/etc/hosts",
+        b"127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n\
+          ff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n",
+        0o644,
+    )?;
+    tree::write(
+        t,
+        "/etc/network/interfaces",
+        b"# The loopback interface and DHCP on the first network interface.\n\
+          source /etc/network/interfaces.d/*\n\n\
+          auto lo\niface lo inet loopback\n\n\
+          allow-hotplug eth0\niface eth0 inet dhcp\n",
+        0o644,
+    )?;
+    let static_markers: &[(&str, &[&str])] = &[
+        ("/etc/network/interfaces.d", &["inet static", "inet6 static", "hwaddress"]),
+        ("/etc/systemd/network", &["Address=", "MACAddress="]),
+        ("/etc/netplan", &["addresses:", "macaddress:"]),
+        ("/etc/NetworkManager/system-connections", &["address1=", "mac-address="]),
+        ("/etc/sysconfig/network-scripts", &["IPADDR=", "HWADDR=", "MACADDR=", "BOOTPROTO=static", "BOOTPROTO=none"]),
+    ];
+    for (dir, markers) in static_markers {
+        let host = tree::resolve_all(t, dir)?;
+        for entry in fs::read_dir(&host).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let text = tree::read(t, &format!("{dir}/{name}")).unwrap_or_default().unwrap_or_default();
+            if markers.iter().any(|m| text.contains(m)) {
+                tracing::info!("hardening: removing static network config {dir}/{name}");
+                tree::remove(t, &format!("{dir}/{name}"))?;
+            }
+        }
+    }
+    remove_glob(t, "/etc/udev/rules.d", "70-persistent-net")?;
+    remove_glob(t, "/etc/udev/rules.d", "75-persistent-net")?;
+    Ok(())
+}
+
+fn remove_swap(ctx: &BuildContext) -> Result<()> {
+    let t = &ctx.tree;
+    let mut doomed = Vec::new();
+    walk_state(ctx, &mut |path, meta| {
+        let name = path.rsplit('/').next().unwrap_or("");
+        let unit_dir = path.starts_with("/etc/systemd/system");
+        if unit_dir && name.ends_with(".swap") {
+            doomed.push(path.to_string());
+        } else if meta.is_file() && meta.len() >= 40960 && has_swap_signature(t, path) {
+            doomed.push(path.to_string());
+        }
+        Ok(())
+    })?;
+    for path in doomed {
+        tracing::info!("hardening: removing swap {path}");
+        tree::remove(t, &path)?;
+    }
+    Ok(())
+}
+
+fn has_swap_signature(t: &std::path::Path, path: &str) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(host) = tree::resolve_parent(t, path) else { return false };
+    let Ok(mut f) = fs::File::open(host) else { return false };
+    let mut magic = [0u8; 10];
+    f.seek(SeekFrom::Start(4086)).is_ok()
+        && f.read_exact(&mut magic).is_ok()
+        && (&magic == b"SWAPSPACE2" || &magic == b"SWAP-SPACE")
+}
+
+/// Replaces every password that is not a lock marker with `*`.
+fn lock_accounts(ctx: &BuildContext) -> Result<()> {
+    let path = "/etc/shadow";
+    let Some(text) = tree::read(&ctx.tree, path)? else { return Ok(()) };
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut fields: Vec<&str> = line.split(':').collect();
+        if fields.len() > 1 && !LOCK_MARKERS.contains(&fields[1]) {
+            tracing::info!("hardening: locking the password of {}", fields[0]);
+            fields[1] = "*";
+        }
+        out.push_str(&fields.join(":"));
+        out.push('\n');
+    }
+    let host = tree::resolve_parent(&ctx.tree, path)?;
+    fs::write(&host, out).with_context(|| format!("failed to write {path}"))
+}
+
+fn disable_firewall(ctx: &BuildContext) -> Result<()> {
+    if ctx.recipe.waivers.iter().any(|w| w.rule == "firewall-disabled") {
+        tracing::info!("hardening: firewall left as the layers set it (waived)");
+        return Ok(());
+    }
+    if let Some(text) = tree::read(&ctx.tree, "/etc/ufw/ufw.conf")? {
+        let fixed = text.replace("ENABLED=yes", "ENABLED=no");
+        tree::write(&ctx.tree, "/etc/ufw/ufw.conf", fixed.as_bytes(), 0o644)?;
+    }
+    let units_dir = tree::resolve_all(&ctx.tree, "/etc/systemd/system")?;
+    for entry in fs::read_dir(&units_dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.ends_with(".wants") || name.ends_with(".requires")) {
+            continue;
+        }
+        for unit in FIREWALL_UNITS {
+            if tree::remove(&ctx.tree, &format!("/etc/systemd/system/{name}/{unit}"))? {
+                tracing::info!("hardening: disabled {unit}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// GRUB settings read by grub-mkconfig, here and on every kernel update in
+/// the deployed VM. The `zz-` name makes this file sourced last.
+fn kernel_cmdline(ctx: &BuildContext) -> Result<()> {
+    let cfg = format!(
+        "# Set by forge: the kernel command line Azure requires, and GRUB on\n\
+         # the serial console.\n\
+         GRUB_CMDLINE_LINUX=\"{KERNEL_CMDLINE}\"\n\
+         GRUB_CMDLINE_LINUX_DEFAULT=\"\"\n\
+         GRUB_TIMEOUT=1\n\
+         GRUB_TERMINAL=\"console serial\"\n\
+         GRUB_SERIAL_COMMAND=\"serial --speed=115200\"\n\
+         GRUB_DISABLE_OS_PROBER=true\n"
+    );
+    tree::write(&ctx.tree, "/etc/default/grub.d/zz-forge.cfg", cfg.as_bytes(), 0o644)
+}
+
+fn sysctl_baseline(ctx: &BuildContext) -> Result<()> {
+    let mut text = String::from("# Set by forge: kernel network settings of the hardening baseline.\n");
+    for (k, v) in SYSCTL_BASELINE {
+        text.push_str(&format!("{k} = {v}\n"));
+    }
+    tree::write(&ctx.tree, "/etc/sysctl.d/zz-forge-baseline.conf", text.as_bytes(), 0o644)
+}
+
+fn file_modes(ctx: &BuildContext) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let group = tree::read(&ctx.tree, "/etc/group")?.unwrap_or_default();
+    let shadow_gid = group
+        .lines()
+        .find_map(|l| l.strip_prefix("shadow:x:").and_then(|r| r.split(':').next()))
+        .and_then(|g| g.parse::<u32>().ok())
+        .unwrap_or(0);
+    for path in ["/etc/shadow", "/etc/gshadow"] {
+        let host = tree::resolve_all(&ctx.tree, path)?;
+        if host.is_file() {
+            fs::set_permissions(&host, fs::Permissions::from_mode(0o640))?;
+            std::os::unix::fs::chown(&host, Some(0), Some(shadow_gid))?;
+        }
+    }
+    Ok(())
+}
+
+/// Limits cloud-init to the Azure datasource, so it does not probe other
+/// clouds' metadata addresses at boot.
+fn cloud_init_azure(ctx: &BuildContext) -> Result<()> {
+    if tree::resolve_all(&ctx.tree, "/etc/cloud")?.is_dir() {
+        tree::write(
+            &ctx.tree,
+            "/etc/cloud/cloud.cfg.d/90-forge-azure.cfg",
+            b"# Set by forge: provision from Azure only.\ndatasource_list: [ Azure ]\n",
+            0o644,
+        )?;
+    }
+    Ok(())
+}
+
+fn clean_caches(ctx: &BuildContext) -> Result<()> {
+    remove_glob(&ctx.tree, "/var/cache/apt/archives", "")?;
+    fs::create_dir_all(tree::resolve_all(&ctx.tree, "/var/cache/apt/archives")?.join("partial"))?;
+    for dir in ["/tmp", "/var/tmp"] {
+        remove_glob(&ctx.tree, dir, "")?;
+    }
+    Ok(())
+}

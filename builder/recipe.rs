@@ -1,0 +1,391 @@
+//! Recipe files: parsing and validation, with no side effects beyond
+//! reading the recipe and walking its overlay folders.
+
+use std::fmt;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::check::rules::WAIVABLE;
+use crate::check::Waiver;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+/// Default OS disk size: 30 GiB, the size Azure gives most Linux images.
+pub const DEFAULT_DISK_SIZE: u64 = 30 * GIB;
+/// Largest OS disk Azure accepts for Linux: 1023 GiB.
+pub const MAX_DISK_SIZE: u64 = 1023 * GIB;
+pub const MIN_DISK_SIZE: u64 = GIB;
+
+/// A validated recipe.
+#[derive(Clone, Debug)]
+pub struct Recipe {
+    /// The recipe file, as given.
+    pub path: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub base: Base,
+    /// Disk size in bytes, a whole number of MiB.
+    pub disk_size: u64,
+    pub layers: Vec<Layer>,
+    pub waivers: Vec<Waiver>,
+}
+
+/// Where the OS comes from.
+#[derive(Clone, Debug)]
+pub struct Base {
+    pub distro: String,
+    pub release: String,
+    /// Debian architecture name (`amd64`).
+    pub deb_arch: String,
+    /// Mirror URL; `None` means the mirror the host's apt uses.
+    pub mirror: Option<String>,
+}
+
+/// One layer of the product, applied in order.
+#[derive(Clone, Debug, Default)]
+pub struct Layer {
+    pub name: String,
+    pub packages: Vec<String>,
+    /// Absolute path of the overlay folder.
+    pub overlay: Option<PathBuf>,
+    /// Commands run inside the image, each an argv list.
+    pub run: Vec<Vec<String>>,
+    pub enable: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecipe {
+    name: String,
+    version: String,
+    base: RawBase,
+    #[serde(default)]
+    disk: Option<RawDisk>,
+    #[serde(default, rename = "layer")]
+    layers: Vec<RawLayer>,
+    #[serde(default)]
+    policy: Option<RawPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBase {
+    distro: String,
+    release: String,
+    arch: String,
+    mirror: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    size: Option<SizeValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(i64),
+    Text(String),
+}
+
+impl fmt::Display for SizeValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SizeValue::Bytes(n) => write!(f, "{n}"),
+            SizeValue::Text(s) => write!(f, "\"{s}\""),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLayer {
+    name: String,
+    #[serde(default)]
+    packages: Vec<String>,
+    overlay: Option<String>,
+    #[serde(default)]
+    run: Vec<Vec<String>>,
+    #[serde(default)]
+    enable: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    waive: Vec<RawWaiver>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWaiver {
+    rule: String,
+    reason: String,
+}
+
+impl Recipe {
+    /// Reads and validates the recipe at `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("failed to read recipe {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates recipe text; `path` locates the file for messages and
+    /// overlay folders.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let raw: RawRecipe = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{}: invalid recipe: {}", path.display(), e.to_string().trim_end()))?;
+        let file = path.display();
+        let recipe_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+
+        check_name(&raw.name, "name").with_context(|| format!("{file}: invalid key `name`"))?;
+        check_name(&raw.version, "version")
+            .with_context(|| format!("{file}: invalid key `version`"))?;
+        let base = validate_base(raw.base).with_context(|| format!("{file}: invalid [base]"))?;
+        let disk_size = match raw.disk.and_then(|d| d.size) {
+            None => DEFAULT_DISK_SIZE,
+            Some(v) => parse_disk_size(&v).with_context(|| format!("{file}: invalid key `disk.size`"))?,
+        };
+
+        let mut layers = Vec::new();
+        for (i, raw_layer) in raw.layers.into_iter().enumerate() {
+            let label = format!("{file}: layer {} (`{}`)", i + 1, raw_layer.name);
+            layers.push(validate_layer(raw_layer, &recipe_dir).with_context(|| label)?);
+        }
+
+        let waivers = raw
+            .policy
+            .map(|p| p.waive)
+            .unwrap_or_default()
+            .into_iter()
+            .map(validate_waiver)
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("{file}: invalid key `policy.waive`"))?;
+
+        Ok(Recipe {
+            path: path.to_path_buf(),
+            name: raw.name,
+            version: raw.version,
+            base,
+            disk_size,
+            layers,
+            waivers,
+        })
+    }
+
+    /// File name stem of the outputs: `<name>-<version>`.
+    pub fn artifact_stem(&self) -> String {
+        format!("{}-{}", self.name, self.version)
+    }
+
+    /// Units the product declares, for the `minimal-footprint` rule.
+    pub fn declared_units(&self) -> Vec<String> {
+        self.layers.iter().flat_map(|l| l.enable.iter().cloned()).collect()
+    }
+}
+
+/// Names and versions end up in file names, so they stay in a safe set.
+fn check_name(value: &str, key: &str) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
+        && !value.starts_with(['.', '-']);
+    if !ok {
+        bail!(
+            "{key} {value:?} must be 1 to 64 characters of letters, digits, `.`, `_`, `-` or `+`, \
+             not starting with `.` or `-`"
+        );
+    }
+    Ok(())
+}
+
+fn validate_base(raw: RawBase) -> Result<Base> {
+    if raw.distro != "debian" {
+        bail!("distro {:?} is not supported; use \"debian\"", raw.distro);
+    }
+    if raw.release != "bookworm" {
+        bail!("release {:?} is not supported; use \"bookworm\" (Debian 12)", raw.release);
+    }
+    let deb_arch = match raw.arch.as_str() {
+        "x86_64" | "amd64" => "amd64",
+        "i386" | "i486" | "i586" | "i686" | "x86" | "armhf" | "armel" | "arm" | "armv7" => {
+            bail!(
+                "arch {:?} is 32-bit; Azure Marketplace images must be 64-bit, use \"x86_64\"",
+                raw.arch
+            )
+        }
+        other => bail!("arch {other:?} is not supported; use \"x86_64\""),
+    };
+    if let Some(m) = &raw.mirror {
+        if !(m.starts_with("http://") || m.starts_with("https://") || m.starts_with("file:/")) {
+            bail!("mirror {m:?} must be an http://, https:// or file:/ URL");
+        }
+    }
+    Ok(Base {
+        distro: raw.distro,
+        release: raw.release,
+        deb_arch: deb_arch.to_string(),
+        mirror: raw.mirror,
+    })
+}
+
+/// Parses `30GiB`, `512MiB`, `1TiB` or a byte count, and checks limits.
+fn parse_disk_size(value: &SizeValue) -> Result<u64> {
+    let bytes = match value {
+        SizeValue::Bytes(n) if *n > 0 => *n as u64,
+        SizeValue::Bytes(_) => bail!("size {value} must be positive"),
+        SizeValue::Text(s) => parse_size_text(s.trim())
+            .with_context(|| format!("size {value} is not a size like \"30GiB\" or \"4096MiB\""))?,
+    };
+    if bytes % MIB != 0 {
+        bail!("size {value} ({bytes} bytes) is not a whole number of MiB");
+    }
+    if bytes > MAX_DISK_SIZE {
+        bail!("size {value} is over the 1023 GiB maximum of an Azure Linux OS disk");
+    }
+    if bytes < MIN_DISK_SIZE {
+        bail!("size {value} is under the 1 GiB minimum of an Azure Linux OS disk");
+    }
+    Ok(bytes)
+}
+
+fn parse_size_text(s: &str) -> Result<u64> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().context("missing number")?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" | "M" => MIB,
+        "GiB" | "G" => GIB,
+        "TiB" | "T" => 1 << 40,
+        other => bail!("unknown unit {other:?}; use MiB, GiB or TiB"),
+    };
+    n.checked_mul(factor).context("size overflows")
+}
+
+fn validate_layer(raw: RawLayer, recipe_dir: &Path) -> Result<Layer> {
+    check_name(&raw.name, "name")?;
+    for p in &raw.packages {
+        if !is_package_spec(p) {
+            bail!("packages: {p:?} is not a Debian package name (optionally `name=version`)");
+        }
+    }
+    for (i, argv) in raw.run.iter().enumerate() {
+        if argv.is_empty() || argv[0].is_empty() {
+            bail!("run[{i}] is empty; give a command as a list like [\"systemctl\", \"enable\", \"x\"]");
+        }
+    }
+    for unit in &raw.enable {
+        if !is_unit_name(unit) {
+            bail!("enable: {unit:?} is not a systemd unit name");
+        }
+    }
+    let overlay = match raw.overlay {
+        None => None,
+        Some(rel) => Some(validate_overlay(&recipe_dir.join(&rel), &rel)?),
+    };
+    Ok(Layer {
+        name: raw.name,
+        packages: raw.packages,
+        overlay,
+        run: raw.run,
+        enable: raw.enable,
+    })
+}
+
+fn is_package_spec(p: &str) -> bool {
+    let (name, version) = match p.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (p, None),
+    };
+    let name_ok = name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    let version_ok = version.is_none_or(|v| {
+        !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+~:-".contains(c))
+    });
+    name_ok && version_ok
+}
+
+fn is_unit_name(u: &str) -> bool {
+    !u.is_empty()
+        && !u.starts_with(['-', '.'])
+        && u.chars().all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c))
+}
+
+/// Checks that the overlay exists and that no symlink in it leaves it.
+///
+/// Absolute symlink targets name paths inside the image and are kept; a
+/// relative target that climbs above the overlay folder is rejected.
+fn validate_overlay(dir: &Path, as_written: &str) -> Result<PathBuf> {
+    let meta = fs::metadata(dir).with_context(|| {
+        format!("overlay folder {as_written:?} not found at {}", dir.display())
+    })?;
+    if !meta.is_dir() {
+        bail!("overlay {as_written:?} ({}) is not a folder", dir.display());
+    }
+    let root = fs::canonicalize(dir)?;
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).with_context(|| format!("failed to read {}", d.display()))? {
+            let entry = entry?;
+            let path = entry.path();
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&path)?;
+                let rel_dir = d.strip_prefix(&root).expect("walk stays under root");
+                if target.is_relative() && escapes(rel_dir, &target) {
+                    bail!(
+                        "overlay symlink {} points to {} outside the overlay folder; \
+                         use a target inside it or an absolute path in the image",
+                        path.display(),
+                        target.display()
+                    );
+                }
+            } else if !ft.is_file() {
+                bail!("overlay entry {} is not a file, folder or symlink", path.display());
+            }
+        }
+    }
+    Ok(root)
+}
+
+/// Whether `target`, relative to folder `from` (relative to the overlay
+/// root), climbs above the root.
+fn escapes(from: &Path, target: &Path) -> bool {
+    let mut depth: i64 = from.components().count() as i64;
+    for c in target.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return true;
+        }
+    }
+    false
+}
+
+fn validate_waiver(raw: RawWaiver) -> Result<Waiver> {
+    if !WAIVABLE.contains(&raw.rule.as_str()) {
+        bail!(
+            "rule {:?} cannot be waived; only {} may be waived, with a product reason",
+            raw.rule,
+            WAIVABLE.join(", ")
+        );
+    }
+    if raw.reason.trim().is_empty() {
+        bail!("waiver of {:?} needs a non-empty reason", raw.rule);
+    }
+    Ok(Waiver { rule: raw.rule, reason: raw.reason })
+}
