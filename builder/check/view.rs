@@ -81,7 +81,10 @@ pub struct DirView {
 
 impl DirView {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), root_owner: false }
+        Self {
+            root: root.into(),
+            root_owner: false,
+        }
     }
 
     /// Reports every path as owned by uid 0 and gid 0, as in the image, for
@@ -135,7 +138,8 @@ impl ImageView for DirView {
 
     fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let p = self.host_path(path);
-        let mut f = fs::File::open(&p).with_context(|| format!("failed to open {}", p.display()))?;
+        let mut f =
+            fs::File::open(&p).with_context(|| format!("failed to open {}", p.display()))?;
         f.seek(SeekFrom::Start(offset))?;
         let mut buf = Vec::with_capacity(len);
         f.take(len as u64).read_to_end(&mut buf)?;
@@ -185,7 +189,9 @@ impl ImageView for DirView {
                 } else {
                     format!("{dir}/{name}")
                 };
-                let Some(meta) = self.lstat(&path)? else { continue };
+                let Some(meta) = self.lstat(&path)? else {
+                    continue;
+                };
                 if meta.kind == FileKind::Dir {
                     stack.push(path.clone());
                 }

@@ -33,13 +33,17 @@ pub fn password_problem(field: &str) -> Option<&'static str> {
 pub fn accounts_locked(s: &Subject) -> Result<Outcome> {
     let fs = super::linux_tree!(s);
     let Some(shadow) = fs.read_text(SHADOW)? else {
-        return Ok(Outcome::fail(format!("{SHADOW} is missing, so password locks cannot be verified")));
+        return Ok(Outcome::fail(format!(
+            "{SHADOW} is missing, so password locks cannot be verified"
+        )));
     };
     let mut problems = Vec::new();
     let mut users = 0;
     for (index, line) in shadow.lines().enumerate() {
         let mut fields = line.split(':');
-        let (Some(user), Some(password)) = (fields.next(), fields.next()) else { continue };
+        let (Some(user), Some(password)) = (fields.next(), fields.next()) else {
+            continue;
+        };
         users += 1;
         if let Some(problem) = password_problem(password) {
             problems.push(format!("{SHADOW}:{}: user {user:?} {problem}", index + 1));
@@ -55,7 +59,11 @@ pub fn accounts_locked(s: &Subject) -> Result<Outcome> {
         if fields[0] == "root" && !root_seen {
             root_seen = true;
         } else {
-            problems.push(format!("{PASSWD}:{}: user {:?} has UID 0", index + 1, fields[0]));
+            problems.push(format!(
+                "{PASSWD}:{}: user {:?} has UID 0",
+                index + 1,
+                fields[0]
+            ));
         }
     }
     if problems.is_empty() {
@@ -81,8 +89,14 @@ mod tests {
     #[test]
     fn empty_and_hashes_rejected() {
         assert_eq!(password_problem(""), Some("has an empty password"));
-        assert_eq!(password_problem("$6$salt$hash"), Some("has a password hash"));
-        assert_eq!(password_problem("!$6$salt$hash"), Some("has a password hash behind a lock marker"));
+        assert_eq!(
+            password_problem("$6$salt$hash"),
+            Some("has a password hash")
+        );
+        assert_eq!(
+            password_problem("!$6$salt$hash"),
+            Some("has a password hash behind a lock marker")
+        );
         assert_eq!(password_problem("plaintext"), Some("has a password hash"));
     }
 }

@@ -28,20 +28,35 @@ fn package_arch(fs: &dyn ImageView) -> Result<Option<(String, String)>> {
         }
     }
     let installed = packages::installed(fs)?.unwrap_or_default();
-    let package = packages::find_installed(&installed, &["dpkg"]).or(packages::find_installed(&installed, &["libc6"]));
+    let package = packages::find_installed(&installed, &["dpkg"])
+        .or(packages::find_installed(&installed, &["libc6"]));
     Ok(package.map(|p| (p.arch.clone(), format!("{DPKG_STATUS} ({})", p.name))))
 }
 
-fn check_package_arch(fs: &dyn ImageView, seen: &mut Vec<String>, problems: &mut Vec<String>) -> Result<()> {
+fn check_package_arch(
+    fs: &dyn ImageView,
+    seen: &mut Vec<String>,
+    problems: &mut Vec<String>,
+) -> Result<()> {
     match package_arch(fs)? {
-        Some((arch, source)) if ARCHES_64.contains(&arch.as_str()) => seen.push(format!("{source}: {arch}")),
-        Some((arch, source)) => problems.push(format!("{source}: architecture {arch} is not 64-bit")),
-        None => problems.push(format!("no package architecture in {DPKG_ARCH} or {DPKG_STATUS}")),
+        Some((arch, source)) if ARCHES_64.contains(&arch.as_str()) => {
+            seen.push(format!("{source}: {arch}"))
+        }
+        Some((arch, source)) => {
+            problems.push(format!("{source}: architecture {arch} is not 64-bit"))
+        }
+        None => problems.push(format!(
+            "no package architecture in {DPKG_ARCH} or {DPKG_STATUS}"
+        )),
     }
     Ok(())
 }
 
-fn check_init(fs: &dyn ImageView, seen: &mut Vec<String>, problems: &mut Vec<String>) -> Result<()> {
+fn check_init(
+    fs: &dyn ImageView,
+    seen: &mut Vec<String>,
+    problems: &mut Vec<String>,
+) -> Result<()> {
     let Some(real) = paths::resolve(fs, INIT)? else {
         problems.push(format!("{INIT} is missing or a dangling link"));
         return Ok(());
@@ -50,7 +65,10 @@ fn check_init(fs: &dyn ImageView, seen: &mut Vec<String>, problems: &mut Vec<Str
     if header.len() < 5 || &header[..4] != ELF_MAGIC {
         problems.push(format!("{INIT} -> {real} is not an ELF binary"));
     } else if header[4] != ELFCLASS64 {
-        problems.push(format!("{INIT} -> {real} has ELF class {}; expected 2 (64-bit)", header[4]));
+        problems.push(format!(
+            "{INIT} -> {real} has ELF class {}; expected 2 (64-bit)",
+            header[4]
+        ));
     } else {
         seen.push(format!("{INIT} -> {real}: ELF 64-bit"));
     }
@@ -58,7 +76,10 @@ fn check_init(fs: &dyn ImageView, seen: &mut Vec<String>, problems: &mut Vec<Str
 }
 
 /// Describes a kernel image as 64-bit, or returns why it is not.
-fn kernel_kind(fs: &dyn ImageView, path: &str) -> Result<std::result::Result<&'static str, String>> {
+fn kernel_kind(
+    fs: &dyn ImageView,
+    path: &str,
+) -> Result<std::result::Result<&'static str, String>> {
     let arm = fs.read_at(path, ARM64_MAGIC_OFFSET, 4)?;
     if arm == b"ARM\x64" {
         return Ok(Ok("arm64 Image"));
@@ -70,18 +91,30 @@ fn kernel_kind(fs: &dyn ImageView, path: &str) -> Result<std::result::Result<&'s
     let flags = fs.read_at(path, BZIMAGE_XLOADFLAGS, 1)?;
     match flags.first() {
         Some(f) if f & 1 == 1 => Ok(Ok("x86 bzImage with a 64-bit entry point")),
-        _ => Ok(Err("an x86 bzImage without the 64-bit flag in xloadflags".to_string())),
+        _ => Ok(Err(
+            "an x86 bzImage without the 64-bit flag in xloadflags".to_string()
+        )),
     }
 }
 
-fn check_kernels(fs: &dyn ImageView, seen: &mut Vec<String>, problems: &mut Vec<String>) -> Result<()> {
-    let kernels: Vec<String> = fs.list_dir("/boot")?.into_iter().filter(|n| n.starts_with("vmlinuz-")).collect();
+fn check_kernels(
+    fs: &dyn ImageView,
+    seen: &mut Vec<String>,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let kernels: Vec<String> = fs
+        .list_dir("/boot")?
+        .into_iter()
+        .filter(|n| n.starts_with("vmlinuz-"))
+        .collect();
     if kernels.is_empty() {
         problems.push("no /boot/vmlinuz-* kernel".to_string());
     }
     for name in kernels {
         let path = format!("/boot/{name}");
-        let Some(real) = paths::resolve(fs, &path)? else { continue };
+        let Some(real) = paths::resolve(fs, &path)? else {
+            continue;
+        };
         match kernel_kind(fs, &real)? {
             Ok(kind) => seen.push(format!("{path}: {kind}")),
             Err(why) => problems.push(format!("{path} is {why}")),

@@ -25,11 +25,18 @@ pub struct BootEntry {
 
 /// Returns the first quoted or bare word after a `menuentry`/`submenu`.
 fn entry_title(line: &str) -> String {
-    let rest = line.split_once(char::is_whitespace).map_or("", |(_, r)| r).trim_start();
+    let rest = line
+        .split_once(char::is_whitespace)
+        .map_or("", |(_, r)| r)
+        .trim_start();
     let mut chars = rest.chars();
     match chars.next() {
         Some(quote @ ('\'' | '"')) => chars.take_while(|&c| c != quote).collect(),
-        Some(_) => rest.split_whitespace().next().unwrap_or_default().to_string(),
+        Some(_) => rest
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
         None => String::new(),
     }
 }
@@ -51,9 +58,21 @@ pub fn parse_grub_cfg(file: &str, text: &str) -> Vec<BootEntry> {
             continue;
         }
         if LINUX_COMMANDS.contains(&first) {
-            let title = if stack.is_empty() { "(top level)".to_string() } else { stack.join(" > ") };
-            let params = line.split_whitespace().skip(2).map(str::to_string).collect();
-            entries.push(BootEntry { title, origin: format!("{file}:{}", index + 1), params });
+            let title = if stack.is_empty() {
+                "(top level)".to_string()
+            } else {
+                stack.join(" > ")
+            };
+            let params = line
+                .split_whitespace()
+                .skip(2)
+                .map(str::to_string)
+                .collect();
+            entries.push(BootEntry {
+                title,
+                origin: format!("{file}:{}", index + 1),
+                params,
+            });
         }
         depth += line.matches('{').count();
         for _ in 0..line.matches('}').count() {
@@ -70,27 +89,43 @@ pub fn parse_grub_cfg(file: &str, text: &str) -> Vec<BootEntry> {
 /// Reads `kernelopts` from the GRUB environment block, if any.
 fn kernelopts(fs: &dyn ImageView) -> Result<Option<String>> {
     let text = fs.read_text(GRUBENV)?.unwrap_or_default();
-    Ok(text.lines().find_map(|l| l.strip_prefix("kernelopts=")).map(str::to_string))
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("kernelopts="))
+        .map(str::to_string))
 }
 
 /// Parses the `options` line of a Boot Loader Specification entry,
 /// expanding `$kernelopts`.
 pub fn parse_bls_entry(file: &str, text: &str, kernelopts: Option<&str>) -> Option<BootEntry> {
-    let title = text.lines().find_map(|l| l.trim().strip_prefix("title")).map(|t| t.trim().to_string());
-    let (index, options) = text
+    let title = text
         .lines()
-        .enumerate()
-        .find_map(|(i, l)| l.trim().strip_prefix("options").map(|o| (i, o.trim().to_string())))?;
+        .find_map(|l| l.trim().strip_prefix("title"))
+        .map(|t| t.trim().to_string());
+    let (index, options) = text.lines().enumerate().find_map(|(i, l)| {
+        l.trim()
+            .strip_prefix("options")
+            .map(|o| (i, o.trim().to_string()))
+    })?;
     let mut params = Vec::new();
     for word in options.split_whitespace() {
         if word == "$kernelopts" {
-            params.extend(kernelopts.unwrap_or_default().split_whitespace().map(str::to_string));
+            params.extend(
+                kernelopts
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_string),
+            );
         } else {
             params.push(word.to_string());
         }
     }
     let title = title.unwrap_or_else(|| paths::file_name(file).to_string());
-    Some(BootEntry { title, origin: format!("{file}:{}", index + 1), params })
+    Some(BootEntry {
+        title,
+        origin: format!("{file}:{}", index + 1),
+        params,
+    })
 }
 
 /// Collects the kernel command lines of every boot entry in the image.
@@ -118,7 +153,8 @@ pub fn boot_entries(fs: &dyn ImageView) -> Result<Vec<BootEntry>> {
 pub fn missing_params(params: &[String]) -> Vec<&'static str> {
     let has_serial = |key: &str| {
         params.iter().any(|p| {
-            p.strip_prefix(key).is_some_and(|v| v == "ttyS0" || v.starts_with("ttyS0,"))
+            p.strip_prefix(key)
+                .is_some_and(|v| v == "ttyS0" || v.starts_with("ttyS0,"))
         })
     };
     let mut missing = Vec::new();
@@ -148,7 +184,12 @@ pub fn kernel_cmdline(s: &Subject) -> Result<Outcome> {
     for entry in &entries {
         let missing = missing_params(&entry.params);
         if !missing.is_empty() {
-            problems.push(format!("{} {:?} lacks {}", entry.origin, entry.title, missing.join(", ")));
+            problems.push(format!(
+                "{} {:?} lacks {}",
+                entry.origin,
+                entry.title,
+                missing.join(", ")
+            ));
         }
     }
     if problems.is_empty() {
@@ -204,24 +245,44 @@ menuentry "UEFI Firmware Settings" {
     fn grub_missing_params_named() {
         let entries = parse_grub_cfg("/boot/grub/grub.cfg", GRUB);
         assert!(missing_params(&entries[0].params).is_empty());
-        assert_eq!(missing_params(&entries[1].params), ["console=ttyS0", "earlyprintk=ttyS0", "rootdelay=300"]);
+        assert_eq!(
+            missing_params(&entries[1].params),
+            ["console=ttyS0", "earlyprintk=ttyS0", "rootdelay=300"]
+        );
     }
 
     #[test]
     fn serial_console_variants() {
         let params = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-        assert!(missing_params(&params("console=ttyS0 earlyprintk=ttyS0,115200 rootdelay=300")).is_empty());
-        assert_eq!(missing_params(&params("console=ttyS01 earlyprintk=ttyS0 rootdelay=300")), ["console=ttyS0"]);
-        assert_eq!(missing_params(&params("console=ttyS0 earlyprintk=ttyS0 rootdelay=30")), ["rootdelay=300"]);
+        assert!(missing_params(&params(
+            "console=ttyS0 earlyprintk=ttyS0,115200 rootdelay=300"
+        ))
+        .is_empty());
+        assert_eq!(
+            missing_params(&params("console=ttyS01 earlyprintk=ttyS0 rootdelay=300")),
+            ["console=ttyS0"]
+        );
+        assert_eq!(
+            missing_params(&params("console=ttyS0 earlyprintk=ttyS0 rootdelay=30")),
+            ["rootdelay=300"]
+        );
     }
 
     #[test]
     fn bls_expands_kernelopts() {
         let text = "title Red Hat Enterprise Linux (5.14)\nlinux /vmlinuz\noptions $kernelopts rootdelay=300\n";
-        let entry = parse_bls_entry("/boot/loader/entries/a.conf", text, Some("root=/dev/sda2 console=ttyS0 earlyprintk=ttyS0")).unwrap();
+        let entry = parse_bls_entry(
+            "/boot/loader/entries/a.conf",
+            text,
+            Some("root=/dev/sda2 console=ttyS0 earlyprintk=ttyS0"),
+        )
+        .unwrap();
         assert_eq!(entry.title, "Red Hat Enterprise Linux (5.14)");
         assert!(missing_params(&entry.params).is_empty());
         let bare = parse_bls_entry("/boot/loader/entries/a.conf", text, None).unwrap();
-        assert_eq!(missing_params(&bare.params), ["console=ttyS0", "earlyprintk=ttyS0"]);
+        assert_eq!(
+            missing_params(&bare.params),
+            ["console=ttyS0", "earlyprintk=ttyS0"]
+        );
     }
 }

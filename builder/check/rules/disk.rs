@@ -20,7 +20,9 @@ const MBR_ESP: &str = "0xEF";
 /// Mount points that must stay on the root file system.
 const SEPARATE_MOUNTS: &[&str] = &["/boot", "/var", "/home", "/usr", "/opt", "/srv", "/tmp"];
 /// File system types that are not block devices in fstab.
-const VIRTUAL_FS: &[&str] = &["tmpfs", "proc", "sysfs", "devpts", "none", "bind", "overlay", "ramfs"];
+const VIRTUAL_FS: &[&str] = &[
+    "tmpfs", "proc", "sysfs", "devpts", "none", "bind", "overlay", "ramfs",
+];
 
 /// Checks `vhd-fixed-format` by parsing the footer in the last 512 bytes.
 pub fn vhd_fixed_format(s: &Subject) -> Result<Outcome> {
@@ -38,18 +40,32 @@ pub fn vhd_fixed_format(s: &Subject) -> Result<Outcome> {
             vhd::DISK_TYPE_DIFFERENCING => "differencing",
             _ => "unknown",
         };
-        problems.push(format!("disk type {} ({kind}); expected 2 (fixed)", footer.disk_type));
+        problems.push(format!(
+            "disk type {} ({kind}); expected 2 (fixed)",
+            footer.disk_type
+        ));
     }
     if footer.format_version != vhd::FORMAT_VERSION {
-        problems.push(format!("file format version {:#010x}; expected 0x00010000", footer.format_version));
+        problems.push(format!(
+            "file format version {:#010x}; expected 0x00010000",
+            footer.format_version
+        ));
     }
     if !Footer::checksum_valid(&disk.tail) {
-        problems.push(format!("footer checksum {:#010x} does not match its bytes", footer.checksum));
+        problems.push(format!(
+            "footer checksum {:#010x} does not match its bytes",
+            footer.checksum
+        ));
     }
     if problems.is_empty() {
-        Ok(Outcome::pass("VHD footer: cookie conectix, disk type 2 (fixed), version 1.0, checksum valid"))
+        Ok(Outcome::pass(
+            "VHD footer: cookie conectix, disk type 2 (fixed), version 1.0, checksum valid",
+        ))
     } else {
-        Ok(Outcome::fail(format!("VHD footer: {}", problems.join("; "))))
+        Ok(Outcome::fail(format!(
+            "VHD footer: {}",
+            problems.join("; ")
+        )))
     }
 }
 
@@ -57,21 +73,36 @@ pub fn vhd_fixed_format(s: &Subject) -> Result<Outcome> {
 pub fn vhd_size_aligned(s: &Subject) -> Result<Outcome> {
     let disk = s.disk;
     let Ok(footer) = Footer::parse(&disk.tail) else {
-        return Ok(Outcome::fail(format!("no VHD footer in {}, so its sizes cannot be checked", disk.path.display())));
+        return Ok(Outcome::fail(format!(
+            "no VHD footer in {}, so its sizes cannot be checked",
+            disk.path.display()
+        )));
     };
     let data_len = disk.file_len.saturating_sub(vhd::FOOTER_LEN as u64);
     let mut problems = Vec::new();
     if footer.current_size != data_len {
-        problems.push(format!("current size {} differs from file length - 512 = {data_len}", footer.current_size));
+        problems.push(format!(
+            "current size {} differs from file length - 512 = {data_len}",
+            footer.current_size
+        ));
     }
     if footer.original_size != data_len {
-        problems.push(format!("original size {} differs from file length - 512 = {data_len}", footer.original_size));
+        problems.push(format!(
+            "original size {} differs from file length - 512 = {data_len}",
+            footer.original_size
+        ));
     }
-    if data_len % MIB != 0 {
-        problems.push(format!("{data_len} bytes is not a whole number of MiB (remainder {})", data_len % MIB));
+    if !data_len.is_multiple_of(MIB) {
+        problems.push(format!(
+            "{data_len} bytes is not a whole number of MiB (remainder {})",
+            data_len % MIB
+        ));
     }
     if problems.is_empty() {
-        Ok(Outcome::pass(format!("current = original = file length - 512 = {} MiB", data_len / MIB)))
+        Ok(Outcome::pass(format!(
+            "current = original = file length - 512 = {} MiB",
+            data_len / MIB
+        )))
     } else {
         Ok(Outcome::fail(problems.join("; ")))
     }
@@ -80,13 +111,21 @@ pub fn vhd_size_aligned(s: &Subject) -> Result<Outcome> {
 /// Checks `vhd-size-range` for the OS family.
 pub fn vhd_size_range(s: &Subject) -> Result<Outcome> {
     let size = s.disk.file_len.saturating_sub(vhd::FOOTER_LEN as u64);
-    let (family, min, max) = if s.os.family == "windows" { ("Windows", 30, 250) } else { ("Linux", 1, 1023) };
+    let (family, min, max) = if s.os.family == "windows" {
+        ("Windows", 30, 250)
+    } else {
+        ("Linux", 1, 1023)
+    };
     let gib = size as f64 / GIB as f64;
     let seen = format!("disk size {size} bytes ({gib:.2} GiB)");
     if size >= min * GIB && size <= max * GIB {
-        Ok(Outcome::pass(format!("{seen} is within {min}..={max} GiB for a {family} OS disk")))
+        Ok(Outcome::pass(format!(
+            "{seen} is within {min}..={max} GiB for a {family} OS disk"
+        )))
     } else {
-        Ok(Outcome::fail(format!("{seen} is outside {min}..={max} GiB for a {family} OS disk")))
+        Ok(Outcome::fail(format!(
+            "{seen} is outside {min}..={max} GiB for a {family} OS disk"
+        )))
     }
 }
 
@@ -101,7 +140,9 @@ pub fn first_mib_free(s: &Subject) -> Result<Outcome> {
         .collect();
     if early.is_empty() {
         let first = s.disk.partitions.iter().map(|p| p.start_sector).min();
-        let first = first.map_or("no partitions".to_string(), |f| format!("first partition at sector {f}"));
+        let first = first.map_or("no partitions".to_string(), |f| {
+            format!("first partition at sector {f}")
+        });
         Ok(Outcome::pass(format!("{first}; sectors 0..2048 free")))
     } else {
         Ok(Outcome::fail(early.join("; ")))
@@ -109,22 +150,42 @@ pub fn first_mib_free(s: &Subject) -> Result<Outcome> {
 }
 
 fn is_lvm(p: &crate::check::Partition) -> bool {
-    p.fs_type.as_deref() == Some("LVM2_member") || p.type_id.eq_ignore_ascii_case(GPT_LVM) || p.type_id == "0x8E"
+    p.fs_type.as_deref() == Some("LVM2_member")
+        || p.type_id.eq_ignore_ascii_case(GPT_LVM)
+        || p.type_id == "0x8E"
 }
 
 /// Checks `no-lvm` from the disk facts.
 pub fn no_lvm(s: &Subject) -> Result<Outcome> {
     if s.os.family == "windows" {
-        return Ok(Outcome::not_applicable("the image is Windows; this is a Linux rule"));
+        return Ok(Outcome::not_applicable(
+            "the image is Windows; this is a Linux rule",
+        ));
     }
-    let mut found: Vec<String> = s.disk.lvm_pvs.iter().map(|pv| format!("physical volume {pv}")).collect();
+    let mut found: Vec<String> = s
+        .disk
+        .lvm_pvs
+        .iter()
+        .map(|pv| format!("physical volume {pv}"))
+        .collect();
     for p in s.disk.partitions.iter().filter(|p| is_lvm(p)) {
-        found.push(format!("partition {} (type {}, fs {})", p.number, p.type_id, p.fs_type.as_deref().unwrap_or("-")));
+        found.push(format!(
+            "partition {} (type {}, fs {})",
+            p.number,
+            p.type_id,
+            p.fs_type.as_deref().unwrap_or("-")
+        ));
     }
     if found.is_empty() {
-        Ok(Outcome::pass(format!("no LVM physical volume among {} partitions", s.disk.partitions.len())))
+        Ok(Outcome::pass(format!(
+            "no LVM physical volume among {} partitions",
+            s.disk.partitions.len()
+        )))
     } else {
-        Ok(Outcome::fail(format!("LVM on the OS disk: {}", found.join(", "))))
+        Ok(Outcome::fail(format!(
+            "LVM on the OS disk: {}",
+            found.join(", ")
+        )))
     }
 }
 
@@ -161,9 +222,21 @@ fn os_partitions(disk: &DiskFacts) -> Vec<String> {
         .iter()
         .filter(|p| {
             let t = p.type_id.to_ascii_uppercase();
-            t != GPT_BIOS_BOOT && t != GPT_ESP && t != MBR_ESP && p.fs_type.as_deref().is_some_and(|f| !f.is_empty())
+            let fs_type = p.fs_type.as_deref().unwrap_or_default();
+            // Swap is judged by the no-swap rule, not counted here.
+            t != GPT_BIOS_BOOT
+                && t != GPT_ESP
+                && t != MBR_ESP
+                && !fs_type.is_empty()
+                && fs_type != "swap"
         })
-        .map(|p| format!("partition {} ({})", p.number, p.fs_type.as_deref().unwrap_or_default()))
+        .map(|p| {
+            format!(
+                "partition {} ({})",
+                p.number,
+                p.fs_type.as_deref().unwrap_or_default()
+            )
+        })
         .collect()
 }
 
@@ -175,7 +248,10 @@ fn separate_mounts(fs: &dyn ImageView) -> Result<Vec<String>> {
         }
         let separate = SEPARATE_MOUNTS.iter().any(|m| is_under(&entry.target, m));
         if separate && !VIRTUAL_FS.contains(&entry.fs_type.as_str()) && entry.fs_type != "swap" {
-            found.push(format!("/etc/fstab:{}: {} on {} ({})", entry.line, entry.source, entry.target, entry.fs_type));
+            found.push(format!(
+                "/etc/fstab:{}: {} on {} ({})",
+                entry.line, entry.source, entry.target, entry.fs_type
+            ));
         }
     }
     Ok(found)
@@ -196,7 +272,10 @@ pub fn single_root_partition(s: &Subject) -> Result<Outcome> {
     }
     problems.extend(separate_mounts(fs)?);
     if problems.is_empty() {
-        Ok(Outcome::pass(format!("one OS file system: {}; fstab mounts no separate system folder", partitions[0])))
+        Ok(Outcome::pass(format!(
+            "one OS file system: {}; fstab mounts no separate system folder",
+            partitions[0]
+        )))
     } else {
         Ok(Outcome::fail(problems.join("; ")))
     }

@@ -12,12 +12,24 @@ use crate::check::{FileKind, ImageView, Outcome, Subject, WalkEntry};
 /// OpenSSH key files are a few KiB.
 const MAX_KEY_FILE: u64 = 1 << 20;
 /// Trees that hold distribution binaries and kernel state, not secrets.
-const SYSTEM_TREES: &[&str] = &["/usr", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/proc", "/sys"];
+const SYSTEM_TREES: &[&str] = &[
+    "/usr", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/proc", "/sys",
+];
 const DPKG_INFO: &str = "/var/lib/dpkg/info";
 const HISTORY_FILES: &[&str] = &[
-    ".bash_history", ".zsh_history", ".sh_history", ".history", ".ash_history", ".ksh_history",
-    ".python_history", ".mysql_history", ".psql_history", ".lesshst", ".node_repl_history",
-    ".sqlite_history", ".rediscli_history",
+    ".bash_history",
+    ".zsh_history",
+    ".sh_history",
+    ".history",
+    ".ash_history",
+    ".ksh_history",
+    ".python_history",
+    ".mysql_history",
+    ".psql_history",
+    ".lesshst",
+    ".node_repl_history",
+    ".sqlite_history",
+    ".rediscli_history",
 ];
 
 /// Fails when any walked file has one of `names`.
@@ -29,7 +41,10 @@ fn no_files_named(fs: &dyn ImageView, names: &[&str]) -> Result<Outcome> {
         .map(|e| e.path)
         .collect();
     if found.is_empty() {
-        Ok(Outcome::pass(format!("no file named {} in the tree", names.join(" or "))))
+        Ok(Outcome::pass(format!(
+            "no file named {} in the tree",
+            names.join(" or ")
+        )))
     } else {
         Ok(Outcome::fail(format!("found {}", found.join(", "))))
     }
@@ -54,7 +69,9 @@ fn packaged_files(fs: &dyn ImageView) -> Result<HashSet<String>> {
         if !name.ends_with(".list") {
             continue;
         }
-        let Some(text) = fs.read_text(&format!("{DPKG_INFO}/{name}"))? else { continue };
+        let Some(text) = fs.read_text(&format!("{DPKG_INFO}/{name}"))? else {
+            continue;
+        };
         files.extend(text.lines().map(str::to_string));
     }
     Ok(files)
@@ -101,7 +118,10 @@ pub fn private_keys_removed(s: &Subject) -> Result<Outcome> {
             packaged.len()
         )))
     } else {
-        Ok(Outcome::fail(format!("private key material: {}", found.join(", "))))
+        Ok(Outcome::fail(format!(
+            "private key material: {}",
+            found.join(", ")
+        )))
     }
 }
 
@@ -111,13 +131,18 @@ pub fn logs_cleared(s: &Subject) -> Result<Outcome> {
     let found: Vec<String> = fs
         .walk()?
         .into_iter()
-        .filter(|e| is_under(&e.path, "/var/log") && e.meta.kind == FileKind::File && e.meta.size > 0)
+        .filter(|e| {
+            is_under(&e.path, "/var/log") && e.meta.kind == FileKind::File && e.meta.size > 0
+        })
         .map(|e| format!("{} ({} bytes)", e.path, e.meta.size))
         .collect();
     if found.is_empty() {
         Ok(Outcome::pass("every regular file under /var/log is empty"))
     } else {
-        Ok(Outcome::fail(format!("non-empty logs: {}", found.join(", "))))
+        Ok(Outcome::fail(format!(
+            "non-empty logs: {}",
+            found.join(", ")
+        )))
     }
 }
 
@@ -143,7 +168,9 @@ pub fn machine_id_reset(s: &Subject) -> Result<Outcome> {
         }
     }
     if problems.is_empty() {
-        Ok(Outcome::pass("/etc/machine-id is empty or absent; /var/lib/dbus/machine-id holds no copy"))
+        Ok(Outcome::pass(
+            "/etc/machine-id is empty or absent; /var/lib/dbus/machine-id holds no copy",
+        ))
     } else {
         Ok(Outcome::fail(problems.join("; ")))
     }
@@ -158,8 +185,14 @@ fn is_provisioning_state(entry: &WalkEntry) -> bool {
         || is_under(path, "/var/lib/cloud/instance")
         || is_under(path, "/var/lib/cloud/data");
     let agent = paths::parent(path) == "/var/lib/waagent"
-        && (matches!(name, "ovf-env.xml" | "provisioned" | "Certificates.xml" | "SharedConfig.xml" | "GoalState.xml")
-            || name.ends_with(".crt")
+        && (matches!(
+            name,
+            "ovf-env.xml"
+                | "provisioned"
+                | "Certificates.xml"
+                | "SharedConfig.xml"
+                | "GoalState.xml"
+        ) || name.ends_with(".crt")
             || name.ends_with(".prv")
             || name.ends_with(".p7m"));
     let leases = (paths::parent(path) == "/var/lib/dhcp" && name.ends_with(".leases"))
@@ -174,13 +207,21 @@ fn is_provisioning_state(entry: &WalkEntry) -> bool {
 /// agent state or DHCP lease.
 pub fn provisioning_state_cleared(s: &Subject) -> Result<Outcome> {
     let fs = super::linux_tree!(s);
-    let found: Vec<String> = fs.walk()?.into_iter().filter(is_provisioning_state).map(|e| e.path).collect();
+    let found: Vec<String> = fs
+        .walk()?
+        .into_iter()
+        .filter(is_provisioning_state)
+        .map(|e| e.path)
+        .collect();
     if found.is_empty() {
         Ok(Outcome::pass(
             "no cloud-init instance data, /var/lib/waagent state or DHCP lease in the tree",
         ))
     } else {
-        Ok(Outcome::fail(format!("provisioning state left: {}", found.join(", "))))
+        Ok(Outcome::fail(format!(
+            "provisioning state left: {}",
+            found.join(", ")
+        )))
     }
 }
 
@@ -190,13 +231,20 @@ pub fn shell_history_cleared(s: &Subject) -> Result<Outcome> {
     let found: Vec<String> = fs
         .walk()?
         .into_iter()
-        .filter(|e| e.meta.kind == FileKind::File && e.meta.size > 0 && HISTORY_FILES.contains(&file_name(&e.path)))
+        .filter(|e| {
+            e.meta.kind == FileKind::File
+                && e.meta.size > 0
+                && HISTORY_FILES.contains(&file_name(&e.path))
+        })
         .map(|e| format!("{} ({} bytes)", e.path, e.meta.size))
         .collect();
     if found.is_empty() {
         Ok(Outcome::pass("no non-empty shell history file in the tree"))
     } else {
-        Ok(Outcome::fail(format!("shell history: {}", found.join(", "))))
+        Ok(Outcome::fail(format!(
+            "shell history: {}",
+            found.join(", ")
+        )))
     }
 }
 
@@ -214,8 +262,12 @@ mod tests {
 
     #[test]
     fn public_material_ignored() {
-        assert!(!has_private_key_block(b"-----BEGIN CERTIFICATE-----\nAAAA\n"));
+        assert!(!has_private_key_block(
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n"
+        ));
         assert!(!has_private_key_block(b"-----BEGIN PUBLIC KEY-----\n"));
-        assert!(!has_private_key_block(b"-----BEGIN CERT\n PRIVATE KEY-----"));
+        assert!(!has_private_key_block(
+            b"-----BEGIN CERT\n PRIVATE KEY-----"
+        ));
     }
 }

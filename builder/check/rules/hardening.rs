@@ -28,7 +28,13 @@ pub const SYSCTL_BASELINE: &[(&str, &str)] = &[
 ];
 
 /// Folders of sysctl.d drop-ins, highest priority first.
-const SYSCTL_DIRS: &[&str] = &["/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d"];
+const SYSCTL_DIRS: &[&str] = &[
+    "/etc/sysctl.d",
+    "/run/sysctl.d",
+    "/usr/local/lib/sysctl.d",
+    "/usr/lib/sysctl.d",
+    "/lib/sysctl.d",
+];
 const SYSCTL_CONF: &str = "/etc/sysctl.conf";
 
 /// One kernel setting and the file and line that set it last.
@@ -65,28 +71,48 @@ fn normalize_key(key: &str) -> String {
 pub fn effective_sysctls(fs: &dyn ImageView) -> Result<BTreeMap<String, SysctlValue>> {
     let mut values = BTreeMap::new();
     for file in sysctl_files(fs)? {
-        let Some(real) = paths::resolve(fs, &file)? else { continue };
-        let Some(text) = fs.read_text(&real)? else { continue };
+        let Some(real) = paths::resolve(fs, &file)? else {
+            continue;
+        };
+        let Some(text) = fs.read_text(&real)? else {
+            continue;
+        };
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with(['#', ';']) {
                 continue;
             }
-            let Some((key, value)) = line.split_once('=') else { continue };
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
             let origin = format!("{file}:{}", index + 1);
-            values.insert(normalize_key(key), SysctlValue { value: value.trim().to_string(), origin });
+            values.insert(
+                normalize_key(key),
+                SysctlValue {
+                    value: value.trim().to_string(),
+                    origin,
+                },
+            );
         }
     }
     Ok(values)
 }
 
-fn check_owner_mode(fs: &dyn ImageView, path: &str, max_mode: u32, problems: &mut Vec<String>) -> Result<()> {
+fn check_owner_mode(
+    fs: &dyn ImageView,
+    path: &str,
+    max_mode: u32,
+    problems: &mut Vec<String>,
+) -> Result<()> {
     let Some(meta) = fs.lstat(path)? else {
         problems.push(format!("{path} is missing"));
         return Ok(());
     };
     if meta.mode & !max_mode != 0 {
-        problems.push(format!("{path} has mode {:04o}; expected at most {max_mode:04o}", meta.mode));
+        problems.push(format!(
+            "{path} has mode {:04o}; expected at most {max_mode:04o}",
+            meta.mode
+        ));
     }
     if meta.uid != 0 {
         problems.push(format!("{path} is owned by uid {}; expected 0", meta.uid));
@@ -106,7 +132,11 @@ fn check_sshd(fs: &dyn ImageView, problems: &mut Vec<String>) -> Result<()> {
     }
     if let Some(s) = config.effective("PermitEmptyPasswords") {
         if !s.value().eq_ignore_ascii_case("no") {
-            problems.push(format!("{}: PermitEmptyPasswords {}; expected no", s.origin(), s.value()));
+            problems.push(format!(
+                "{}: PermitEmptyPasswords {}; expected no",
+                s.origin(),
+                s.value()
+            ));
         }
     }
     Ok(())
@@ -117,8 +147,13 @@ fn check_sysctls(fs: &dyn ImageView, problems: &mut Vec<String>) -> Result<()> {
     for (key, expected) in SYSCTL_BASELINE {
         match values.get(*key) {
             Some(v) if v.value == *expected => {}
-            Some(v) => problems.push(format!("{}: {key} = {}; expected {expected}", v.origin, v.value)),
-            None => problems.push(format!("{key} is not set in any sysctl file; expected {expected}")),
+            Some(v) => problems.push(format!(
+                "{}: {key} = {}; expected {expected}",
+                v.origin, v.value
+            )),
+            None => problems.push(format!(
+                "{key} is not set in any sysctl file; expected {expected}"
+            )),
         }
     }
     Ok(())
@@ -131,9 +166,10 @@ pub fn hardening_baseline(s: &Subject) -> Result<Outcome> {
     check_owner_mode(fs, "/etc/shadow", 0o640, &mut problems)?;
     check_owner_mode(fs, "/etc/gshadow", 0o640, &mut problems)?;
     match fs.lstat("/etc/passwd")? {
-        Some(meta) if meta.mode & 0o022 != 0 => {
-            problems.push(format!("/etc/passwd has mode {:04o}; it must not be group or world writable", meta.mode))
-        }
+        Some(meta) if meta.mode & 0o022 != 0 => problems.push(format!(
+            "/etc/passwd has mode {:04o}; it must not be group or world writable",
+            meta.mode
+        )),
         Some(_) => {}
         None => problems.push("/etc/passwd is missing".to_string()),
     }
@@ -146,7 +182,10 @@ pub fn hardening_baseline(s: &Subject) -> Result<Outcome> {
             SYSCTL_BASELINE.len()
         )))
     } else {
-        Ok(Outcome::fail(format!("{BASELINE_NAME}: {}", problems.join("; "))))
+        Ok(Outcome::fail(format!(
+            "{BASELINE_NAME}: {}",
+            problems.join("; ")
+        )))
     }
 }
 
@@ -166,24 +205,57 @@ mod tests {
     fn sysctl_order_and_override() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        write(root, "/usr/lib/sysctl.d/50-default.conf", "net.ipv4.tcp_syncookies = 0\nkernel.a = 1\n");
+        write(
+            root,
+            "/usr/lib/sysctl.d/50-default.conf",
+            "net.ipv4.tcp_syncookies = 0\nkernel.a = 1\n",
+        );
         write(root, "/etc/sysctl.d/50-default.conf", "kernel.a = 2\n");
-        write(root, "/lib/sysctl.d/10-early.conf", "net.ipv4.tcp_syncookies = 1\nkernel.b=1\n");
-        write(root, "/etc/sysctl.d/99-late.conf", "net/ipv4/tcp_syncookies=1\n");
-        write(root, "/etc/sysctl.conf", "# comment\n; other\nkernel.b = 5\n");
+        write(
+            root,
+            "/lib/sysctl.d/10-early.conf",
+            "net.ipv4.tcp_syncookies = 1\nkernel.b=1\n",
+        );
+        write(
+            root,
+            "/etc/sysctl.d/99-late.conf",
+            "net/ipv4/tcp_syncookies=1\n",
+        );
+        write(
+            root,
+            "/etc/sysctl.conf",
+            "# comment\n; other\nkernel.b = 5\n",
+        );
         let values = effective_sysctls(&DirView::new(root)).unwrap();
-        assert_eq!(values["kernel.a"].value, "2", "/etc hides the same file name");
-        assert_eq!(values["kernel.b"].value, "5", "/etc/sysctl.conf applies last");
+        assert_eq!(
+            values["kernel.a"].value, "2",
+            "/etc hides the same file name"
+        );
+        assert_eq!(
+            values["kernel.b"].value, "5",
+            "/etc/sysctl.conf applies last"
+        );
         assert_eq!(values["net.ipv4.tcp_syncookies"].value, "1");
-        assert_eq!(values["net.ipv4.tcp_syncookies"].origin, "/etc/sysctl.d/99-late.conf:1");
+        assert_eq!(
+            values["net.ipv4.tcp_syncookies"].origin,
+            "/etc/sysctl.d/99-late.conf:1"
+        );
     }
 
     #[test]
     fn later_file_name_wins() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        write(root, "/etc/sysctl.d/10-a.conf", "net.ipv4.tcp_syncookies = 1\n");
-        write(root, "/usr/lib/sysctl.d/20-b.conf", "net.ipv4.tcp_syncookies = 0\n");
+        write(
+            root,
+            "/etc/sysctl.d/10-a.conf",
+            "net.ipv4.tcp_syncookies = 1\n",
+        );
+        write(
+            root,
+            "/usr/lib/sysctl.d/20-b.conf",
+            "net.ipv4.tcp_syncookies = 0\n",
+        );
         let values = effective_sysctls(&DirView::new(root)).unwrap();
         assert_eq!(values["net.ipv4.tcp_syncookies"].value, "0");
     }

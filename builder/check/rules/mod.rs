@@ -18,6 +18,8 @@ mod swap;
 mod windows;
 
 #[cfg(test)]
+mod plant_tests;
+#[cfg(test)]
 mod testkit;
 
 use anyhow::Result;
@@ -50,12 +52,18 @@ pub const WAIVABLE: &[&str] = &["firewall-disabled", "win-firewall-rules"];
 
 /// Returns the OS tree of a Linux image, or the outcome that a Linux rule
 /// gives when there is none.
-pub(crate) fn linux_tree_of<'a>(s: &Subject<'a>) -> std::result::Result<&'a dyn ImageView, Outcome> {
+pub(crate) fn linux_tree_of<'a>(
+    s: &Subject<'a>,
+) -> std::result::Result<&'a dyn ImageView, Outcome> {
     if s.os.family == "windows" {
-        return Err(Outcome::not_applicable("the image is Windows; this is a Linux rule"));
+        return Err(Outcome::not_applicable(
+            "the image is Windows; this is a Linux rule",
+        ));
     }
     s.fs.ok_or_else(|| {
-        Outcome::not_run("no operating system was found on the disk, so its files could not be checked")
+        Outcome::not_run(
+            "no operating system was found on the disk, so its files could not be checked",
+        )
     })
 }
 
@@ -78,7 +86,13 @@ const fn rule(
     requirement: &'static str,
     check: fn(&Subject) -> Result<Outcome>,
 ) -> Rule {
-    Rule { id, title, severity, requirement, check }
+    Rule {
+        id,
+        title,
+        severity,
+        requirement,
+        check,
+    }
 }
 
 use Severity::{Blocking, Required};

@@ -24,7 +24,10 @@ pub fn firewall_disabled(s: &Subject) -> Result<Outcome> {
     let mut found = Vec::new();
     let ufw = fs.read_text(UFW_CONF)?.unwrap_or_default();
     for (index, line) in ufw.lines().enumerate() {
-        let setting: String = line.chars().filter(|c| !c.is_whitespace() && *c != '"' && *c != '\'').collect();
+        let setting: String = line
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '"' && *c != '\'')
+            .collect();
         if setting.eq_ignore_ascii_case("ENABLED=yes") {
             found.push(format!("{UFW_CONF}:{}: {}", index + 1, line.trim()));
         }
@@ -35,9 +38,15 @@ pub fn firewall_disabled(s: &Subject) -> Result<Outcome> {
         }
     }
     if found.is_empty() {
-        Ok(Outcome::pass(format!("ufw not enabled; none of {} enabled", FIREWALL_UNITS.join(", "))))
+        Ok(Outcome::pass(format!(
+            "ufw not enabled; none of {} enabled",
+            FIREWALL_UNITS.join(", ")
+        )))
     } else {
-        Ok(Outcome::fail(format!("firewall active at boot: {}", found.join("; "))))
+        Ok(Outcome::fail(format!(
+            "firewall active at boot: {}",
+            found.join("; ")
+        )))
     }
 }
 
@@ -50,17 +59,26 @@ pub fn resolv_conf_removed(s: &Subject) -> Result<Outcome> {
         return Ok(Outcome::pass(format!("{path} does not exist")));
     };
     if meta.kind != FileKind::Symlink {
-        return Ok(Outcome::fail(format!("{path} exists ({} bytes)", meta.size)));
+        return Ok(Outcome::fail(format!(
+            "{path} exists ({} bytes)",
+            meta.size
+        )));
     }
     let target = fs.read_link(path)?.unwrap_or_default();
     let absolute = paths::join("/etc", &target);
     if !is_under(&absolute, "/run") {
-        return Ok(Outcome::fail(format!("{path} links to {target}, which is not a runtime path under /run")));
+        return Ok(Outcome::fail(format!(
+            "{path} links to {target}, which is not a runtime path under /run"
+        )));
     }
     if paths::resolve(fs, path)?.is_some() {
-        return Ok(Outcome::fail(format!("{path} links to {target}, which exists in the image")));
+        return Ok(Outcome::fail(format!(
+            "{path} links to {target}, which exists in the image"
+        )));
     }
-    Ok(Outcome::pass(format!("{path} is a dangling link to the runtime file {target}")))
+    Ok(Outcome::pass(format!(
+        "{path} is a dangling link to the runtime file {target}"
+    )))
 }
 
 /// A line of a network configuration file that pins the configuration.
@@ -77,7 +95,8 @@ fn words(line: &str) -> Vec<&str> {
 
 fn ifupdown_line(line: &str, _section: &str) -> bool {
     let w = words(line);
-    let static_iface = w.len() >= 4 && w[0] == "iface" && matches!(w[2], "inet" | "inet6") && w[3] == "static";
+    let static_iface =
+        w.len() >= 4 && w[0] == "iface" && matches!(w[2], "inet" | "inet6") && w[3] == "static";
     static_iface || w.first() == Some(&"hwaddress")
 }
 
@@ -87,7 +106,8 @@ fn key_of(line: &str) -> &str {
 
 fn networkd_line(line: &str, section: &str) -> bool {
     let key = key_of(line);
-    key == "address" || (section == "[match]" && matches!(key, "macaddress" | "permanentmacaddress"))
+    key == "address"
+        || (section == "[match]" && matches!(key, "macaddress" | "permanentmacaddress"))
 }
 
 fn networkd_link_line(line: &str, _section: &str) -> bool {
@@ -95,7 +115,9 @@ fn networkd_link_line(line: &str, _section: &str) -> bool {
 }
 
 fn netplan_line(line: &str, _section: &str) -> bool {
-    line.starts_with("addresses:") || line.starts_with("macaddress:") || line.starts_with("- addresses:")
+    line.starts_with("addresses:")
+        || line.starts_with("macaddress:")
+        || line.starts_with("- addresses:")
 }
 
 fn network_manager_line(line: &str, _section: &str) -> bool {
@@ -116,19 +138,45 @@ fn any_line(_line: &str, _section: &str) -> bool {
 }
 
 const FINDERS: &[Finder] = &[
-    Finder { pattern: "/etc/network/interfaces", matches: ifupdown_line },
-    Finder { pattern: "/etc/network/interfaces.d/*", matches: ifupdown_line },
-    Finder { pattern: "/etc/udev/rules.d/*persistent-net*.rules", matches: any_line },
-    Finder { pattern: "/etc/systemd/network/*.network", matches: networkd_line },
-    Finder { pattern: "/etc/systemd/network/*.link", matches: networkd_link_line },
-    Finder { pattern: "/etc/netplan/*.yaml", matches: netplan_line },
-    Finder { pattern: "/etc/NetworkManager/system-connections/*", matches: network_manager_line },
-    Finder { pattern: "/etc/sysconfig/network-scripts/ifcfg-*", matches: ifcfg_line },
+    Finder {
+        pattern: "/etc/network/interfaces",
+        matches: ifupdown_line,
+    },
+    Finder {
+        pattern: "/etc/network/interfaces.d/*",
+        matches: ifupdown_line,
+    },
+    Finder {
+        pattern: "/etc/udev/rules.d/*persistent-net*.rules",
+        matches: any_line,
+    },
+    Finder {
+        pattern: "/etc/systemd/network/*.network",
+        matches: networkd_line,
+    },
+    Finder {
+        pattern: "/etc/systemd/network/*.link",
+        matches: networkd_link_line,
+    },
+    Finder {
+        pattern: "/etc/netplan/*.yaml",
+        matches: netplan_line,
+    },
+    Finder {
+        pattern: "/etc/NetworkManager/system-connections/*",
+        matches: network_manager_line,
+    },
+    Finder {
+        pattern: "/etc/sysconfig/network-scripts/ifcfg-*",
+        matches: ifcfg_line,
+    },
 ];
 
 /// Returns `file:line: text` for each pinning line of the file.
 fn scan_file(fs: &dyn ImageView, path: &str, finder: &Finder) -> Result<Vec<String>> {
-    let Some(text) = fs.read_text(path)? else { return Ok(Vec::new()) };
+    let Some(text) = fs.read_text(path)? else {
+        return Ok(Vec::new());
+    };
     let mut section = String::new();
     let mut found = Vec::new();
     for (index, raw) in text.lines().enumerate() {
@@ -162,7 +210,10 @@ pub fn no_custom_network_config(s: &Subject) -> Result<Outcome> {
              netplan, NetworkManager or ifcfg files",
         ))
     } else {
-        Ok(Outcome::fail(format!("custom network configuration: {}", found.join("; "))))
+        Ok(Outcome::fail(format!(
+            "custom network configuration: {}",
+            found.join("; ")
+        )))
     }
 }
 

@@ -46,7 +46,9 @@ pub fn parse_paragraphs(text: &str) -> Vec<Package> {
         if line.starts_with([' ', '\t']) {
             continue;
         }
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim().to_string();
         match key {
             "Package" => current.name = value,
@@ -61,9 +63,13 @@ pub fn parse_paragraphs(text: &str) -> Vec<Package> {
 
 /// Reads the installed packages; `None` when the image has no dpkg database.
 pub fn installed(fs: &dyn ImageView) -> Result<Option<Vec<Package>>> {
-    let Some(text) = fs.read_text(DPKG_STATUS)? else { return Ok(None) };
+    let Some(text) = fs.read_text(DPKG_STATUS)? else {
+        return Ok(None);
+    };
     let packages = parse_paragraphs(&text);
-    Ok(Some(packages.into_iter().filter(Package::is_installed).collect()))
+    Ok(Some(
+        packages.into_iter().filter(Package::is_installed).collect(),
+    ))
 }
 
 /// Finds an installed package by any of its names.
@@ -86,17 +92,28 @@ impl Index {
 }
 
 /// Release metadata: (suite names, date) of each `*Release` file prefix.
-fn read_releases(fs: &dyn ImageView, names: &[String]) -> Result<Vec<(String, Vec<String>, String)>> {
+fn read_releases(
+    fs: &dyn ImageView,
+    names: &[String],
+) -> Result<Vec<(String, Vec<String>, String)>> {
     let mut releases = Vec::new();
     for name in names {
-        let Some(prefix) = name.strip_suffix("InRelease").or(name.strip_suffix("Release")) else {
+        let Some(prefix) = name
+            .strip_suffix("InRelease")
+            .or(name.strip_suffix("Release"))
+        else {
             continue;
         };
-        let Some(text) = fs.read_text(&format!("{APT_LISTS}/{name}"))? else { continue };
+        let Some(text) = fs.read_text(&format!("{APT_LISTS}/{name}"))? else {
+            continue;
+        };
         let mut suites = Vec::new();
         let mut date = String::new();
         for line in text.lines() {
-            if let Some(v) = line.strip_prefix("Suite:").or(line.strip_prefix("Codename:")) {
+            if let Some(v) = line
+                .strip_prefix("Suite:")
+                .or(line.strip_prefix("Codename:"))
+            {
                 suites.push(v.trim().to_string());
             } else if let Some(v) = line.strip_prefix("Date:") {
                 date = v.trim().to_string();
@@ -109,7 +126,9 @@ fn read_releases(fs: &dyn ImageView, names: &[String]) -> Result<Vec<(String, Ve
 
 /// The suite named in an index file name (`..._dists_bookworm-security_main_...`).
 fn suite_from_file_name(name: &str) -> String {
-    let Some((_, rest)) = name.split_once("_dists_") else { return String::new() };
+    let Some((_, rest)) = name.split_once("_dists_") else {
+        return String::new();
+    };
     rest.split('_').next().unwrap_or_default().to_string()
 }
 
@@ -122,7 +141,9 @@ fn read_indexes(fs: &dyn ImageView) -> Result<Vec<Index>> {
     let releases = read_releases(fs, &names)?;
     let mut indexes = Vec::new();
     for name in names.iter().filter(|n| n.ends_with("_Packages")) {
-        let Some(text) = fs.read_text(&format!("{APT_LISTS}/{name}"))? else { continue };
+        let Some(text) = fs.read_text(&format!("{APT_LISTS}/{name}"))? else {
+            continue;
+        };
         let release = releases
             .iter()
             .filter(|(prefix, _, _)| name.starts_with(prefix.as_str()))
@@ -130,12 +151,19 @@ fn read_indexes(fs: &dyn ImageView) -> Result<Vec<Index>> {
         let from_name = suite_from_file_name(name);
         let (suite, date) = match release {
             Some((_, suites, date)) => {
-                let update = suites.iter().find(|s| s.ends_with("-security") || s.ends_with("-updates"));
+                let update = suites
+                    .iter()
+                    .find(|s| s.ends_with("-security") || s.ends_with("-updates"));
                 (update.cloned().unwrap_or(from_name), date.clone())
             }
             None => (from_name, String::new()),
         };
-        indexes.push(Index { file: name.clone(), suite, date, packages: parse_paragraphs(&text) });
+        indexes.push(Index {
+            file: name.clone(),
+            suite,
+            date,
+            packages: parse_paragraphs(&text),
+        });
     }
     Ok(indexes)
 }
@@ -167,7 +195,9 @@ fn newest_updates(indexes: &[Index]) -> BTreeMap<(&str, &str), (&str, &Index)> {
 pub fn security_patches(s: &Subject) -> Result<Outcome> {
     let fs = super::linux_tree!(s);
     let Some(installed) = installed(fs)? else {
-        return Ok(Outcome::not_run(format!("{DPKG_STATUS} is missing, so installed versions are unknown")));
+        return Ok(Outcome::not_run(format!(
+            "{DPKG_STATUS} is missing, so installed versions are unknown"
+        )));
     };
     let indexes = read_indexes(fs)?;
     if indexes.is_empty() {
@@ -185,10 +215,15 @@ pub fn security_patches(s: &Subject) -> Result<Outcome> {
     let newest = newest_updates(&indexes);
     let mut outdated = Vec::new();
     for p in &installed {
-        let candidates = newest.iter().filter(|((name, arch), _)| *name == p.name && arch_matches(&p.arch, arch));
+        let candidates = newest
+            .iter()
+            .filter(|((name, arch), _)| *name == p.name && arch_matches(&p.arch, arch));
         for (_, (version, index)) in candidates {
             if debversion::compare(version, &p.version) == Ordering::Greater {
-                outdated.push(format!("{} {} -> {} ({})", p.name, p.version, version, index.suite));
+                outdated.push(format!(
+                    "{} {} -> {} ({})",
+                    p.name, p.version, version, index.suite
+                ));
                 break;
             }
         }
@@ -203,7 +238,11 @@ pub fn security_patches(s: &Subject) -> Result<Outcome> {
     }
     let total = outdated.len();
     outdated.truncate(MAX_LISTED);
-    let more = if total > MAX_LISTED { format!(" and {} more", total - MAX_LISTED) } else { String::new() };
+    let more = if total > MAX_LISTED {
+        format!(" and {} more", total - MAX_LISTED)
+    } else {
+        String::new()
+    };
     Ok(Outcome::fail(format!(
         "{total} packages have updates: {}{more}; index: {}",
         outdated.join(", "),
@@ -212,7 +251,11 @@ pub fn security_patches(s: &Subject) -> Result<Outcome> {
 }
 
 fn describe_index(index: &Index) -> String {
-    let date = if index.date.is_empty() { "no date" } else { index.date.as_str() };
+    let date = if index.date.is_empty() {
+        "no date"
+    } else {
+        index.date.as_str()
+    };
     format!("{} [{}, {}]", index.file, index.suite, date)
 }
 
@@ -220,7 +263,9 @@ fn describe_index(index: &Index) -> String {
 pub fn required_packages(s: &Subject) -> Result<Outcome> {
     let fs = super::linux_tree!(s);
     let Some(installed) = installed(fs)? else {
-        return Ok(Outcome::fail(format!("{DPKG_STATUS} is missing, so no package is known to be installed")));
+        return Ok(Outcome::fail(format!(
+            "{DPKG_STATUS} is missing, so no package is known to be installed"
+        )));
     };
     let mut problems = Vec::new();
     let mut seen = Vec::new();
@@ -238,9 +283,15 @@ pub fn required_packages(s: &Subject) -> Result<Outcome> {
         }
     }
     if problems.is_empty() {
-        Ok(Outcome::pass(format!("{DPKG_STATUS}: installed {}", seen.join(", "))))
+        Ok(Outcome::pass(format!(
+            "{DPKG_STATUS}: installed {}",
+            seen.join(", ")
+        )))
     } else {
-        Ok(Outcome::fail(format!("{DPKG_STATUS}: {}", problems.join("; "))))
+        Ok(Outcome::fail(format!(
+            "{DPKG_STATUS}: {}",
+            problems.join("; ")
+        )))
     }
 }
 
@@ -265,7 +316,8 @@ mod tests {
 
     #[test]
     fn suite_read_from_file_name() {
-        let name = "deb.debian.org_debian-security_dists_bookworm-security_main_binary-amd64_Packages";
+        let name =
+            "deb.debian.org_debian-security_dists_bookworm-security_main_binary-amd64_Packages";
         assert_eq!(suite_from_file_name(name), "bookworm-security");
         assert_eq!(suite_from_file_name("local_Packages"), "");
     }

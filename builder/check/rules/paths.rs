@@ -24,7 +24,11 @@ pub fn file_name(path: &str) -> &str {
 /// Joins `target` to the folder `dir`, then removes `.` and `..` parts.
 /// An absolute `target` ignores `dir`, as a symlink target does.
 pub fn join(dir: &str, target: &str) -> String {
-    let joined = if target.starts_with('/') { target.to_string() } else { format!("{dir}/{target}") };
+    let joined = if target.starts_with('/') {
+        target.to_string()
+    } else {
+        format!("{dir}/{target}")
+    };
     let mut parts: Vec<&str> = Vec::new();
     for part in joined.split('/') {
         match part {
@@ -40,7 +44,10 @@ pub fn join(dir: &str, target: &str) -> String {
 
 /// Whether `path` is `prefix` or lies below it.
 pub fn is_under(path: &str, prefix: &str) -> bool {
-    path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Resolves every symlink in `path` inside the image, never leaving it.
@@ -48,12 +55,19 @@ pub fn is_under(path: &str, prefix: &str) -> bool {
 /// Returns the final path when it exists and `None` when some component is
 /// missing. Fails on a symlink loop.
 pub fn resolve(fs: &dyn ImageView, path: &str) -> Result<Option<String>> {
-    let mut pending: Vec<String> = join("/", path).split('/').filter(|p| !p.is_empty()).map(String::from).rev().collect();
+    let mut pending: Vec<String> = join("/", path)
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .rev()
+        .collect();
     let mut current = String::from("/");
     let mut hops = 0;
     while let Some(part) = pending.pop() {
         let next = join(&current, &part);
-        let Some(meta) = fs.lstat(&next)? else { return Ok(None) };
+        let Some(meta) = fs.lstat(&next)? else {
+            return Ok(None);
+        };
         if meta.kind != FileKind::Symlink {
             current = next;
             continue;
@@ -66,7 +80,13 @@ pub fn resolve(fs: &dyn ImageView, path: &str) -> Result<Option<String>> {
         if target.starts_with('/') {
             current = String::from("/");
         }
-        pending.extend(target.split('/').filter(|p| !p.is_empty()).map(String::from).rev());
+        pending.extend(
+            target
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .rev(),
+        );
     }
     Ok(Some(current))
 }
@@ -137,7 +157,9 @@ pub fn expand_glob(fs: &dyn ImageView, pattern: &str) -> Result<Vec<String>> {
                 continue;
             }
             for name in fs.list_dir(dir)? {
-                if glob_match(part, &name) && !(name.starts_with('.') && !part.starts_with('.')) {
+                // As in glob(3), a wildcard does not match a leading dot.
+                let hidden = name.starts_with('.') && !part.starts_with('.');
+                if !hidden && glob_match(part, &name) {
                     next.push(join(dir, &name));
                 }
             }
@@ -155,7 +177,10 @@ mod tests {
 
     #[test]
     fn join_normalizes() {
-        assert_eq!(join("/etc/ssh", "sshd_config.d/a.conf"), "/etc/ssh/sshd_config.d/a.conf");
+        assert_eq!(
+            join("/etc/ssh", "sshd_config.d/a.conf"),
+            "/etc/ssh/sshd_config.d/a.conf"
+        );
         assert_eq!(join("/etc", "../run/x"), "/run/x");
         assert_eq!(join("/etc", "/lib/./a/../b"), "/lib/b");
         assert_eq!(join("/", ".."), "/");
@@ -183,7 +208,10 @@ mod tests {
         assert!(glob_match("ifcfg-?th0", "ifcfg-eth0"));
         assert!(glob_match("[0-9]*", "50-cloud.conf"));
         assert!(!glob_match("[!0-9]*", "50-cloud.conf"));
-        assert!(glob_match("*persistent-net*.rules", "70-persistent-net.rules"));
+        assert!(glob_match(
+            "*persistent-net*.rules",
+            "70-persistent-net.rules"
+        ));
     }
 
     #[test]
@@ -197,7 +225,10 @@ mod tests {
         std::os::unix::fs::symlink("/lib/systemd/systemd", root.join("usr/sbin/init")).unwrap();
         std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
         let fs = DirView::new(root);
-        assert_eq!(resolve(&fs, "/sbin/init").unwrap().as_deref(), Some("/lib/systemd/systemd"));
+        assert_eq!(
+            resolve(&fs, "/sbin/init").unwrap().as_deref(),
+            Some("/lib/systemd/systemd")
+        );
         assert_eq!(resolve(&fs, "/sbin/missing").unwrap(), None);
         assert!(resolve(&fs, "/loop").is_err());
     }
@@ -212,7 +243,13 @@ mod tests {
         }
         let fs = DirView::new(root);
         let found = expand_glob(&fs, "/etc/ssh/sshd_config.d/*.conf").unwrap();
-        assert_eq!(found, ["/etc/ssh/sshd_config.d/a.conf", "/etc/ssh/sshd_config.d/b.conf"]);
+        assert_eq!(
+            found,
+            [
+                "/etc/ssh/sshd_config.d/a.conf",
+                "/etc/ssh/sshd_config.d/b.conf"
+            ]
+        );
         assert_eq!(expand_glob(&fs, "/etc/ssh").unwrap(), ["/etc/ssh"]);
         assert!(expand_glob(&fs, "/etc/nothing/*").unwrap().is_empty());
     }

@@ -11,7 +11,12 @@ use crate::check::{FileKind, ImageView, Outcome, Subject};
 
 pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
 /// Folders systemd loads system units from, highest priority first.
-const UNIT_DIRS: &[&str] = &["/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"];
+const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
 
 /// A unit that a `.wants` or `.requires` symlink enables.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +48,9 @@ pub fn enabled_units(fs: &dyn ImageView) -> Result<Vec<EnabledUnit>> {
         let dir_path = format!("{SYSTEM_UNIT_DIR}/{dir}");
         for name in fs.list_dir(&dir_path)? {
             let link = format!("{dir_path}/{name}");
-            let Some(target) = fs.read_link(&link)? else { continue };
+            let Some(target) = fs.read_link(&link)? else {
+                continue;
+            };
             if target == "/dev/null" {
                 continue;
             }
@@ -77,7 +84,9 @@ fn enabled_aliases(fs: &dyn ImageView, units: &[EnabledUnit]) -> Result<Vec<Stri
     let mut aliases = Vec::new();
     for name in fs.list_dir(SYSTEM_UNIT_DIR)? {
         let path = format!("{SYSTEM_UNIT_DIR}/{name}");
-        let Some(target) = fs.read_link(&path)? else { continue };
+        let Some(target) = fs.read_link(&path)? else {
+            continue;
+        };
         let target = paths::file_name(&target);
         if units.iter().any(|u| u.target == target || u.name == target) {
             aliases.push(name);
@@ -105,7 +114,9 @@ pub fn find_enabled(fs: &dyn ImageView, names: &[&str]) -> Result<Option<String>
 pub fn read_unit(fs: &dyn ImageView, name: &str) -> Result<Option<(String, String)>> {
     for dir in UNIT_DIRS {
         let path = format!("{dir}/{name}");
-        let Some(real) = paths::resolve(fs, &path)? else { continue };
+        let Some(real) = paths::resolve(fs, &path)? else {
+            continue;
+        };
         if let Some(text) = fs.read_text(&real)? {
             return Ok(Some((path, text)));
         }
@@ -119,18 +130,70 @@ pub fn read_unit(fs: &dyn ImageView, name: &str) -> Result<Option<(String, Strin
 /// configured not to listen, is judged by its name only; socket units are
 /// judged by their `Listen*` lines.
 const NETWORK_DAEMONS: &[&str] = &[
-    "ssh", "sshd", "nginx", "apache2", "httpd", "lighttpd", "mysql", "mysqld", "mariadb",
-    "postgresql", "redis-server", "redis", "memcached", "rpcbind", "avahi-daemon", "cups",
-    "cups-browsed", "exim4", "postfix", "sendmail", "named", "bind9", "dnsmasq", "smbd", "nmbd",
-    "samba", "nfs-server", "nfs-kernel-server", "vsftpd", "proftpd", "pure-ftpd", "snmpd",
-    "xinetd", "inetd", "openbsd-inetd", "telnet", "telnetd", "squid", "haproxy", "docker",
-    "containerd", "mongod", "rabbitmq-server", "slapd", "tomcat", "tomcat9", "tomcat10",
-    "dovecot", "ntpd", "chronyd", "xrdp", "vncserver", "cockpit", "webmin", "elasticsearch",
-    "zabbix-agent", "nrpe", "rsync",
+    "ssh",
+    "sshd",
+    "nginx",
+    "apache2",
+    "httpd",
+    "lighttpd",
+    "mysql",
+    "mysqld",
+    "mariadb",
+    "postgresql",
+    "redis-server",
+    "redis",
+    "memcached",
+    "rpcbind",
+    "avahi-daemon",
+    "cups",
+    "cups-browsed",
+    "exim4",
+    "postfix",
+    "sendmail",
+    "named",
+    "bind9",
+    "dnsmasq",
+    "smbd",
+    "nmbd",
+    "samba",
+    "nfs-server",
+    "nfs-kernel-server",
+    "vsftpd",
+    "proftpd",
+    "pure-ftpd",
+    "snmpd",
+    "xinetd",
+    "inetd",
+    "openbsd-inetd",
+    "telnet",
+    "telnetd",
+    "squid",
+    "haproxy",
+    "docker",
+    "containerd",
+    "mongod",
+    "rabbitmq-server",
+    "slapd",
+    "tomcat",
+    "tomcat9",
+    "tomcat10",
+    "dovecot",
+    "ntpd",
+    "chronyd",
+    "xrdp",
+    "vncserver",
+    "cockpit",
+    "webmin",
+    "elasticsearch",
+    "zabbix-agent",
+    "nrpe",
+    "rsync",
 ];
 
 fn unit_stem(name: &str) -> &str {
-    name.strip_suffix(".service").or(name.strip_suffix(".socket")).unwrap_or(name)
+    name.strip_suffix(".service")
+        .or(name.strip_suffix(".socket"))
+        .unwrap_or(name)
 }
 
 /// Returns the network `Listen*` addresses of a socket unit: ports and
@@ -139,7 +202,9 @@ pub fn socket_listens(text: &str) -> Vec<String> {
     let keys = ["ListenStream", "ListenDatagram", "ListenSequentialPacket"];
     let mut found = Vec::new();
     for line in text.lines() {
-        let Some((key, value)) = line.trim().split_once('=') else { continue };
+        let Some((key, value)) = line.trim().split_once('=') else {
+            continue;
+        };
         let value = value.trim();
         if !keys.contains(&key.trim()) || value.is_empty() {
             continue;
@@ -154,13 +219,16 @@ pub fn socket_listens(text: &str) -> Vec<String> {
 /// Describes why an enabled unit listens on the network, or `None`.
 fn listening(fs: &dyn ImageView, unit: &EnabledUnit) -> Result<Option<String>> {
     if unit.target.ends_with(".socket") {
-        let Some((path, text)) = read_unit(fs, &unit.target)? else { return Ok(None) };
+        let Some((path, text)) = read_unit(fs, &unit.target)? else {
+            return Ok(None);
+        };
         let listens = socket_listens(&text);
-        return Ok((!listens.is_empty()).then(|| format!("{} ({path}: {})", unit.name, listens.join(", "))));
+        return Ok((!listens.is_empty())
+            .then(|| format!("{} ({path}: {})", unit.name, listens.join(", "))));
     }
-    let known = [&unit.name, &unit.target].iter().any(|n| {
-        n.ends_with(".service") && NETWORK_DAEMONS.contains(&unit_stem(n))
-    });
+    let known = [&unit.name, &unit.target]
+        .iter()
+        .any(|n| n.ends_with(".service") && NETWORK_DAEMONS.contains(&unit_stem(n)));
     Ok(known.then(|| format!("{} (known network service)", unit.name)))
 }
 
@@ -183,15 +251,23 @@ pub fn minimal_footprint(s: &Subject) -> Result<Outcome> {
         if !seen.insert(unit.target.clone()) {
             continue;
         }
-        let Some(description) = listening(fs, &unit)? else { continue };
+        let Some(description) = listening(fs, &unit)? else {
+            continue;
+        };
         if !is_declared(&unit, &s.policy.declared_units) {
             undeclared.push(description.clone());
         }
         listeners.push(description);
     }
-    let listed = if listeners.is_empty() { "none".to_string() } else { listeners.join("; ") };
+    let listed = if listeners.is_empty() {
+        "none".to_string()
+    } else {
+        listeners.join("; ")
+    };
     if undeclared.is_empty() {
-        Ok(Outcome::pass(format!("enabled network listeners: {listed}; all declared")))
+        Ok(Outcome::pass(format!(
+            "enabled network listeners: {listed}; all declared"
+        )))
     } else {
         Ok(Outcome::fail(format!(
             "enabled network listeners not declared by the recipe: {}; all listeners: {listed}",
@@ -207,7 +283,9 @@ const WAAGENT_CONF: &str = "/etc/waagent.conf";
 
 /// Reads a `Key=value` setting of `/etc/waagent.conf`, with its line.
 pub fn waagent_setting(fs: &dyn ImageView, key: &str) -> Result<Option<(usize, String)>> {
-    let Some(text) = fs.read_text(WAAGENT_CONF)? else { return Ok(None) };
+    let Some(text) = fs.read_text(WAAGENT_CONF)? else {
+        return Ok(None);
+    };
     let mut found = None;
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -236,7 +314,9 @@ pub fn azure_agent(s: &Subject) -> Result<Outcome> {
     };
     let package = format!("{} {}", agent.name, agent.version);
     let Some(link) = find_enabled(fs, &["walinuxagent.service", "waagent.service"])? else {
-        return Ok(Outcome::fail(format!("{package} is installed but walinuxagent.service is not enabled")));
+        return Ok(Outcome::fail(format!(
+            "{package} is installed but walinuxagent.service is not enabled"
+        )));
     };
     let upstream = agent.version.split('-').next().unwrap_or_default();
     let upstream = upstream.split_once(':').map_or(upstream, |(_, v)| v);
@@ -249,7 +329,9 @@ pub fn azure_agent(s: &Subject) -> Result<Outcome> {
             }
         }
     }
-    Ok(Outcome::pass(format!("{package} installed; enabled by {link}")))
+    Ok(Outcome::pass(format!(
+        "{package} installed; enabled by {link}"
+    )))
 }
 
 #[cfg(test)]
@@ -265,16 +347,31 @@ mod tests {
     #[test]
     fn socket_ports_listen() {
         let text = "[Socket]\nListenStream=22\nListenDatagram=0.0.0.0:69\nListenStream=[::]:80\n";
-        assert_eq!(socket_listens(text), ["ListenStream=22", "ListenDatagram=0.0.0.0:69", "ListenStream=[::]:80"]);
+        assert_eq!(
+            socket_listens(text),
+            [
+                "ListenStream=22",
+                "ListenDatagram=0.0.0.0:69",
+                "ListenStream=[::]:80"
+            ]
+        );
     }
 
     #[test]
     fn declared_matches_with_and_without_suffix() {
-        let unit = EnabledUnit { name: "nginx.service".into(), target: "nginx.service".into(), link: String::new() };
+        let unit = EnabledUnit {
+            name: "nginx.service".into(),
+            target: "nginx.service".into(),
+            link: String::new(),
+        };
         assert!(is_declared(&unit, &["nginx".to_string()]));
         assert!(is_declared(&unit, &["nginx.service".to_string()]));
         assert!(!is_declared(&unit, &["apache2".to_string()]));
-        let ssh = EnabledUnit { name: "sshd.service".into(), target: "ssh.service".into(), link: String::new() };
+        let ssh = EnabledUnit {
+            name: "sshd.service".into(),
+            target: "ssh.service".into(),
+            link: String::new(),
+        };
         assert!(is_declared(&ssh, &[]));
     }
 }

@@ -16,10 +16,16 @@ pub fn ssh_server(s: &Subject) -> Result<Outcome> {
     let fs = super::linux_tree!(s);
     let installed = packages::installed(fs)?.unwrap_or_default();
     let Some(server) = packages::find_installed(&installed, &["openssh-server"]) else {
-        return Ok(Outcome::fail(format!("{}: openssh-server is not installed", packages::DPKG_STATUS)));
+        return Ok(Outcome::fail(format!(
+            "{}: openssh-server is not installed",
+            packages::DPKG_STATUS
+        )));
     };
     match services::find_enabled(fs, SSH_UNITS)? {
-        Some(link) => Ok(Outcome::pass(format!("openssh-server {} installed; enabled by {link}", server.version))),
+        Some(link) => Ok(Outcome::pass(format!(
+            "openssh-server {} installed; enabled by {link}",
+            server.version
+        ))),
         None => Ok(Outcome::fail(format!(
             "openssh-server {} is installed but none of {} is enabled",
             server.version,
@@ -52,11 +58,17 @@ pub fn client_alive_interval(s: &Subject) -> Result<Outcome> {
         Ok(seconds) => seconds,
         Err(e) => return Ok(Outcome::fail(format!("{}: {e:#}", setting.origin()))),
     };
-    let seen = format!("{}: ClientAliveInterval {}", setting.origin(), setting.value());
+    let seen = format!(
+        "{}: ClientAliveInterval {}",
+        setting.origin(),
+        setting.value()
+    );
     if seconds == CLIENT_ALIVE_INTERVAL {
         Ok(Outcome::pass(format!("{seen} ({seconds} s)")))
     } else {
-        Ok(Outcome::fail(format!("{seen} is {seconds} s; expected {CLIENT_ALIVE_INTERVAL} s")))
+        Ok(Outcome::fail(format!(
+            "{seen} is {seconds} s; expected {CLIENT_ALIVE_INTERVAL} s"
+        )))
     }
 }
 
@@ -72,6 +84,9 @@ pub fn host_keys_removed(s: &Subject) -> Result<Outcome> {
     if keys.is_empty() {
         Ok(Outcome::pass("no /etc/ssh/ssh_host_* files"))
     } else {
-        Ok(Outcome::fail(format!("host keys present: {}", keys.join(", "))))
+        Ok(Outcome::fail(format!(
+            "host keys present: {}",
+            keys.join(", ")
+        )))
     }
 }

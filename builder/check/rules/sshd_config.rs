@@ -52,7 +52,9 @@ impl SshdConfig {
     /// Loads the configuration from the image; `None` when
     /// `/etc/ssh/sshd_config` does not exist.
     pub fn load(fs: &dyn ImageView) -> Result<Option<Self>> {
-        let Some(text) = fs.read_text(SSHD_CONFIG)? else { return Ok(None) };
+        let Some(text) = fs.read_text(SSHD_CONFIG)? else {
+            return Ok(None);
+        };
         let mut config = Self::default();
         config.parse_file(fs, SSHD_CONFIG, &text, false, 0)?;
         Ok(Some(config))
@@ -60,13 +62,24 @@ impl SshdConfig {
 
     /// Returns the effective global setting of `keyword` (first one wins).
     pub fn effective(&self, keyword: &str) -> Option<&Setting> {
-        self.settings.iter().find(|s| s.keyword.eq_ignore_ascii_case(keyword))
+        self.settings
+            .iter()
+            .find(|s| s.keyword.eq_ignore_ascii_case(keyword))
     }
 
-    fn parse_file(&mut self, fs: &dyn ImageView, file: &str, text: &str, in_match: bool, depth: usize) -> Result<()> {
+    fn parse_file(
+        &mut self,
+        fs: &dyn ImageView,
+        file: &str,
+        text: &str,
+        in_match: bool,
+        depth: usize,
+    ) -> Result<()> {
         let mut in_match = in_match;
         for (index, raw) in text.lines().enumerate() {
-            let Some((keyword, args)) = split_line(raw).map_err(|e| e.context(format!("{file}:{}", index + 1)))? else {
+            let Some((keyword, args)) =
+                split_line(raw).map_err(|e| e.context(format!("{file}:{}", index + 1)))?
+            else {
                 continue;
             };
             if keyword.eq_ignore_ascii_case("Match") {
@@ -74,21 +87,36 @@ impl SshdConfig {
             } else if keyword.eq_ignore_ascii_case("Include") {
                 self.include(fs, &args, in_match, depth)?;
             } else if !in_match {
-                self.settings.push(Setting { keyword, args, file: file.to_string(), line: index + 1 });
+                self.settings.push(Setting {
+                    keyword,
+                    args,
+                    file: file.to_string(),
+                    line: index + 1,
+                });
             }
         }
         Ok(())
     }
 
-    fn include(&mut self, fs: &dyn ImageView, patterns: &[String], in_match: bool, depth: usize) -> Result<()> {
+    fn include(
+        &mut self,
+        fs: &dyn ImageView,
+        patterns: &[String],
+        in_match: bool,
+        depth: usize,
+    ) -> Result<()> {
         if depth >= MAX_INCLUDE_DEPTH {
             bail!("sshd Include is nested more than {MAX_INCLUDE_DEPTH} levels deep");
         }
         for pattern in patterns {
             let absolute = paths::join(SSH_DIR, pattern);
             for path in paths::expand_glob(fs, &absolute)? {
-                let Some(real) = paths::resolve(fs, &path)? else { continue };
-                let Some(text) = fs.read_text(&real)? else { continue };
+                let Some(real) = paths::resolve(fs, &path)? else {
+                    continue;
+                };
+                let Some(text) = fs.read_text(&real)? else {
+                    continue;
+                };
                 self.parse_file(fs, &path, &text, in_match, depth + 1)?;
             }
         }
@@ -103,7 +131,9 @@ fn split_line(line: &str) -> Result<Option<(String, Vec<String>)>> {
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);
     }
-    let end = line.find(|c: char| c.is_whitespace() || c == '=').unwrap_or(line.len());
+    let end = line
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(line.len());
     let keyword = line[..end].to_string();
     let mut rest = line[end..].trim_start();
     if let Some(after) = rest.strip_prefix('=') {
@@ -206,7 +236,9 @@ mod tests {
 
     fn effective(files: &[(&str, &str)], keyword: &str) -> Option<Setting> {
         let dir = tree(files);
-        let config = SshdConfig::load(&DirView::new(dir.path())).unwrap().unwrap();
+        let config = SshdConfig::load(&DirView::new(dir.path()))
+            .unwrap()
+            .unwrap();
         config.effective(keyword).cloned()
     }
 
@@ -216,7 +248,10 @@ mod tests {
 
     #[test]
     fn first_value_wins() {
-        let files = [(SSHD_CONFIG, "ClientAliveInterval 180\nClientAliveInterval 60\n")];
+        let files = [(
+            SSHD_CONFIG,
+            "ClientAliveInterval 180\nClientAliveInterval 60\n",
+        )];
         assert_eq!(value(&files, "ClientAliveInterval").as_deref(), Some("180"));
     }
 
@@ -229,14 +264,23 @@ mod tests {
 
     #[test]
     fn equals_sign_separates() {
-        let files = [(SSHD_CONFIG, "PermitRootLogin=no\nPasswordAuthentication = yes\n")];
+        let files = [(
+            SSHD_CONFIG,
+            "PermitRootLogin=no\nPasswordAuthentication = yes\n",
+        )];
         assert_eq!(value(&files, "PermitRootLogin").as_deref(), Some("no"));
-        assert_eq!(value(&files, "PasswordAuthentication").as_deref(), Some("yes"));
+        assert_eq!(
+            value(&files, "PasswordAuthentication").as_deref(),
+            Some("yes")
+        );
     }
 
     #[test]
     fn comments_and_blank_lines_skipped() {
-        let files = [(SSHD_CONFIG, "# ClientAliveInterval 1\n\n   \nClientAliveInterval 180 # trailing\n")];
+        let files = [(
+            SSHD_CONFIG,
+            "# ClientAliveInterval 1\n\n   \nClientAliveInterval 180 # trailing\n",
+        )];
         let setting = effective(&files, "ClientAliveInterval").unwrap();
         assert_eq!(setting.args, ["180"]);
         assert_eq!(setting.line, 4);
@@ -245,8 +289,14 @@ mod tests {
     #[test]
     fn include_expanded_in_place() {
         let files = [
-            (SSHD_CONFIG, "Include /etc/ssh/sshd_config.d/*.conf\nClientAliveInterval 180\n"),
-            ("/etc/ssh/sshd_config.d/50-cloud.conf", "ClientAliveInterval 30\n"),
+            (
+                SSHD_CONFIG,
+                "Include /etc/ssh/sshd_config.d/*.conf\nClientAliveInterval 180\n",
+            ),
+            (
+                "/etc/ssh/sshd_config.d/50-cloud.conf",
+                "ClientAliveInterval 30\n",
+            ),
         ];
         let setting = effective(&files, "ClientAliveInterval").unwrap();
         assert_eq!(setting.value(), "30");
@@ -256,8 +306,14 @@ mod tests {
     #[test]
     fn include_after_setting_loses() {
         let files = [
-            (SSHD_CONFIG, "ClientAliveInterval 180\nInclude sshd_config.d/*.conf\n"),
-            ("/etc/ssh/sshd_config.d/50-cloud.conf", "ClientAliveInterval 30\n"),
+            (
+                SSHD_CONFIG,
+                "ClientAliveInterval 180\nInclude sshd_config.d/*.conf\n",
+            ),
+            (
+                "/etc/ssh/sshd_config.d/50-cloud.conf",
+                "ClientAliveInterval 30\n",
+            ),
         ];
         assert_eq!(value(&files, "ClientAliveInterval").as_deref(), Some("180"));
     }
@@ -266,8 +322,14 @@ mod tests {
     fn include_glob_in_lexical_order() {
         let files = [
             (SSHD_CONFIG, "Include sshd_config.d/*.conf\n"),
-            ("/etc/ssh/sshd_config.d/20-b.conf", "ClientAliveInterval 20\n"),
-            ("/etc/ssh/sshd_config.d/10-a.conf", "ClientAliveInterval 10\n"),
+            (
+                "/etc/ssh/sshd_config.d/20-b.conf",
+                "ClientAliveInterval 20\n",
+            ),
+            (
+                "/etc/ssh/sshd_config.d/10-a.conf",
+                "ClientAliveInterval 10\n",
+            ),
             ("/etc/ssh/sshd_config.d/05-z.txt", "ClientAliveInterval 5\n"),
         ];
         assert_eq!(value(&files, "ClientAliveInterval").as_deref(), Some("10"));
@@ -287,7 +349,10 @@ mod tests {
 
     #[test]
     fn include_missing_file_ignored() {
-        let files = [(SSHD_CONFIG, "Include /etc/ssh/none/*.conf\nClientAliveInterval 180\n")];
+        let files = [(
+            SSHD_CONFIG,
+            "Include /etc/ssh/none/*.conf\nClientAliveInterval 180\n",
+        )];
         assert_eq!(value(&files, "ClientAliveInterval").as_deref(), Some("180"));
     }
 
@@ -299,14 +364,20 @@ mod tests {
 
     #[test]
     fn match_block_excluded() {
-        let files = [(SSHD_CONFIG, "Match User bob\n  ClientAliveInterval 30\nClientAliveInterval 180\n")];
+        let files = [(
+            SSHD_CONFIG,
+            "Match User bob\n  ClientAliveInterval 30\nClientAliveInterval 180\n",
+        )];
         let setting = effective(&files, "ClientAliveInterval");
         assert_eq!(setting, None, "a setting after Match stays in the block");
     }
 
     #[test]
     fn match_all_returns_to_global() {
-        let files = [(SSHD_CONFIG, "Match User bob\n  X11Forwarding yes\nMatch all\nClientAliveInterval 180\n")];
+        let files = [(
+            SSHD_CONFIG,
+            "Match User bob\n  X11Forwarding yes\nMatch all\nClientAliveInterval 180\n",
+        )];
         assert_eq!(value(&files, "ClientAliveInterval").as_deref(), Some("180"));
         assert_eq!(value(&files, "X11Forwarding"), None);
     }
@@ -314,8 +385,14 @@ mod tests {
     #[test]
     fn match_ends_with_included_file() {
         let files = [
-            (SSHD_CONFIG, "Include sshd_config.d/*.conf\nClientAliveInterval 180\n"),
-            ("/etc/ssh/sshd_config.d/a.conf", "Match User bob\nClientAliveInterval 30\n"),
+            (
+                SSHD_CONFIG,
+                "Include sshd_config.d/*.conf\nClientAliveInterval 180\n",
+            ),
+            (
+                "/etc/ssh/sshd_config.d/a.conf",
+                "Match User bob\nClientAliveInterval 30\n",
+            ),
         ];
         assert_eq!(value(&files, "ClientAliveInterval").as_deref(), Some("180"));
     }
@@ -323,7 +400,10 @@ mod tests {
     #[test]
     fn include_inside_match_is_excluded() {
         let files = [
-            (SSHD_CONFIG, "Match User bob\nInclude b.conf\nMatch all\nClientAliveInterval 180\n"),
+            (
+                SSHD_CONFIG,
+                "Match User bob\nInclude b.conf\nMatch all\nClientAliveInterval 180\n",
+            ),
             ("/etc/ssh/b.conf", "ClientAliveInterval 30\n"),
         ];
         assert_eq!(value(&files, "ClientAliveInterval").as_deref(), Some("180"));
@@ -331,15 +411,23 @@ mod tests {
 
     #[test]
     fn quoted_arguments() {
-        let files = [(SSHD_CONFIG, "Banner \"/etc/issue net\"\nAllowUsers \"a b\" c\n")];
-        assert_eq!(effective(&files, "Banner").unwrap().args, ["/etc/issue net"]);
+        let files = [(
+            SSHD_CONFIG,
+            "Banner \"/etc/issue net\"\nAllowUsers \"a b\" c\n",
+        )];
+        assert_eq!(
+            effective(&files, "Banner").unwrap().args,
+            ["/etc/issue net"]
+        );
         assert_eq!(effective(&files, "AllowUsers").unwrap().args, ["a b", "c"]);
     }
 
     #[test]
     fn missing_config_is_none() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(SshdConfig::load(&DirView::new(dir.path())).unwrap().is_none());
+        assert!(SshdConfig::load(&DirView::new(dir.path()))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -19,7 +19,16 @@ const SIGNATURES: &[&[u8]] = &[b"SWAPSPACE2", b"SWAP-SPACE"];
 const MIN_SWAP_FILE: u64 = 40 * 1024;
 /// Trees that hold packaged files and caches, never swap files.
 const SKIPPED_TREES: &[&str] = &[
-    "/usr", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/proc", "/sys", "/var/lib/dpkg", "/var/cache/apt",
+    "/usr",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/boot",
+    "/proc",
+    "/sys",
+    "/var/lib/dpkg",
+    "/var/cache/apt",
 ];
 
 fn swap_partitions(s: &Subject) -> Vec<String> {
@@ -58,7 +67,10 @@ fn swap_files(fs: &dyn ImageView) -> Result<Vec<String>> {
         }
         let bytes = fs.read_at(&entry.path, SIGNATURE_OFFSET, 10)?;
         if SIGNATURES.contains(&bytes.as_slice()) {
-            found.push(format!("swap file {} ({} bytes)", entry.path, entry.meta.size));
+            found.push(format!(
+                "swap file {} ({} bytes)",
+                entry.path, entry.meta.size
+            ));
         }
     }
     Ok(found)
@@ -77,9 +89,13 @@ pub fn no_swap(s: &Subject) -> Result<Outcome> {
     found.extend(swap_units(fs)?);
     found.extend(swap_files(fs)?);
     if found.is_empty() {
-        Ok(Outcome::pass("no swap partition, fstab swap entry, swap unit or swap file"))
+        Ok(Outcome::pass(
+            "no swap partition, fstab swap entry, swap unit or swap file",
+        ))
     } else {
-        Ok(Outcome::fail(format!("swap on the OS disk: {}", found.join("; "))))
+        Ok(Outcome::fail(format!(
+            "swap on the OS disk: {}",
+            found.join("; ")
+        )))
     }
 }
-

@@ -8,8 +8,14 @@ use crate::check::{Outcome, Subject};
 /// Checks a Windows rule whose offline check is not implemented yet.
 pub fn pending(s: &Subject) -> Result<Outcome> {
     if s.os.family != "windows" {
-        let family = if s.os.family.is_empty() { "unknown" } else { s.os.family.as_str() };
-        return Ok(Outcome::not_applicable(format!("the image OS family is {family}, not windows")));
+        let family = if s.os.family.is_empty() {
+            "unknown"
+        } else {
+            s.os.family.as_str()
+        };
+        return Ok(Outcome::not_applicable(format!(
+            "the image OS family is {family}, not windows"
+        )));
     }
     // TODO: read the SOFTWARE and SYSTEM hives offline to check each rule.
     Ok(Outcome::not_run("Windows checks are not implemented yet"))
