@@ -41,7 +41,7 @@ impl Report {
 }
 
 impl Verdict {
-    /// The verdict as the report spells it.
+    /// Returns the verdict as the report spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Compliant => "compliant",
@@ -54,43 +54,15 @@ impl Verdict {
 /// Renders a report as an aligned table of rule, status and evidence,
 /// followed by the verdict and the reasons of waived rules.
 pub fn render_text(report: &Report) -> String {
-    let id_width = report
-        .rules
-        .iter()
-        .map(|f| f.id.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let status_width = report
-        .rules
-        .iter()
-        .map(|f| f.status.as_str().len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let mut out = String::new();
     let os = &report.os;
-    out.push_str(&format!(
-        "image:  {}\nsha256: {}\n",
-        report.image, report.sha256
-    ));
+    let mut out = format!("image:  {}\nsha256: {}\n", report.image, report.sha256);
     out.push_str(&format!(
         "os:     {} {} {}\n\n",
         os.family, os.version, os.arch
     ));
-    out.push_str(&format!(
-        "{:id_width$}  {:status_width$}  evidence\n",
-        "rule", "status"
-    ));
-    for finding in &report.rules {
-        out.push_str(&format!(
-            "{:id_width$}  {:status_width$}  {}\n",
-            finding.id,
-            finding.status.as_str(),
-            finding.evidence
-        ));
-    }
+    out.push_str(&render_table(&report.rules));
     out.push_str(&format!("\nverdict: {}\n", report.verdict.as_str()));
+
     let waived: Vec<&Finding> = report
         .rules
         .iter()
@@ -102,6 +74,35 @@ pub fn render_text(report: &Report) -> String {
             let reason = finding.reason.as_deref().unwrap_or("no reason given");
             out.push_str(&format!("  {}: {reason}\n", finding.id));
         }
+    }
+    out
+}
+
+/// Renders one row per finding with the columns padded to the widest value.
+fn render_table(rules: &[Finding]) -> String {
+    let id_width = rules
+        .iter()
+        .map(|f| f.id.len())
+        .max()
+        .unwrap_or(0)
+        .max("rule".len());
+    let status_width = rules
+        .iter()
+        .map(|f| f.status.as_str().len())
+        .max()
+        .unwrap_or(0)
+        .max("status".len());
+    let mut out = format!(
+        "{:id_width$}  {:status_width$}  evidence\n",
+        "rule", "status"
+    );
+    for finding in rules {
+        out.push_str(&format!(
+            "{:id_width$}  {:status_width$}  {}\n",
+            finding.id,
+            finding.status.as_str(),
+            finding.evidence
+        ));
     }
     out
 }

@@ -10,7 +10,8 @@ const PASSWD: &str = "/etc/passwd";
 /// Password fields that lock an account without holding a hash.
 const LOCK_MARKERS: &[&str] = &["*", "!", "!!", "*LOCK*", "!*"];
 
-/// Why a shadow password field does not lock the account, or `None`.
+/// Returns why a shadow password field does not lock the account, or
+/// `None` when it does.
 pub fn password_problem(field: &str) -> Option<&'static str> {
     if LOCK_MARKERS.contains(&field) {
         return None;

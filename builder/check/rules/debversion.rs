@@ -1,10 +1,11 @@
 //! Debian package version comparison, as dpkg orders versions.
 //!
-//! A version is `[epoch:]upstream[-revision]`. The epoch compares as a
-//! number. Upstream and revision compare part by part: a run of non-digits
-//! by the modified character order (`~` before everything, even the end of
-//! the string, then letters, then other characters), then a run of digits
-//! as a number. Source: Debian Policy Manual, section 5.6.12 "Version".
+//! A version is `[epoch:]upstream[-revision]`, and the epoch compares as a
+//! number. Upstream and revision compare in alternating runs. A run of
+//! non-digits compares character by character, where `~` sorts before
+//! everything (even the end of the run), then letters, then other
+//! characters. A run of digits compares as a number. Source: the dpkg
+//! manual page deb-version(7).
 
 use std::cmp::Ordering;
 

@@ -77,7 +77,7 @@ fn packaged_files(fs: &dyn ImageView) -> Result<HashSet<String>> {
     Ok(files)
 }
 
-/// Whether `content` has a PEM or OpenSSH private key block, encrypted or not.
+/// Returns whether `content` has a PEM or OpenSSH private key block, encrypted or not.
 pub fn has_private_key_block(content: &[u8]) -> bool {
     let text = String::from_utf8_lossy(content);
     text.match_indices("-----BEGIN ").any(|(start, _)| {
@@ -176,7 +176,7 @@ pub fn machine_id_reset(s: &Subject) -> Result<Outcome> {
     }
 }
 
-/// Whether a walked path is state from an earlier provisioning.
+/// Returns whether a walked path is state from an earlier provisioning.
 fn is_provisioning_state(entry: &WalkEntry) -> bool {
     let path = entry.path.as_str();
     let name = file_name(path);

@@ -226,6 +226,7 @@ mod tests {
             "/etc/sysctl.conf",
             "# comment\n; other\nkernel.b = 5\n",
         );
+
         let values = effective_sysctls(&DirView::new(root)).unwrap();
         assert_eq!(
             values["kernel.a"].value, "2",

@@ -226,7 +226,7 @@ static CATALOGUE: &[Rule] = &[
         windows::pending),
 ];
 
-/// Every rule, in report order.
+/// Returns every rule, in report order.
 pub fn catalogue() -> &'static [Rule] {
     CATALOGUE
 }

@@ -25,7 +25,7 @@ pub struct Package {
 }
 
 impl Package {
-    /// Whether dpkg considers the package installed (the third status word).
+    /// Returns whether dpkg considers the package installed (the third status word).
     pub fn is_installed(&self) -> bool {
         self.status.split_whitespace().nth(2) == Some("installed")
     }
@@ -124,7 +124,7 @@ fn read_releases(
     Ok(releases)
 }
 
-/// The suite named in an index file name (`..._dists_bookworm-security_main_...`).
+/// Returns the suite named in an index file name (`..._dists_bookworm-security_main_...`).
 fn suite_from_file_name(name: &str) -> String {
     let Some((_, rest)) = name.split_once("_dists_") else {
         return String::new();
@@ -172,9 +172,12 @@ fn arch_matches(installed: &str, available: &str) -> bool {
     installed == available || available == "all" || installed == "all"
 }
 
-/// Highest version of each package in the update suites, with its index.
-fn newest_updates(indexes: &[Index]) -> BTreeMap<(&str, &str), (&str, &Index)> {
-    let mut newest: BTreeMap<(&str, &str), (&str, &Index)> = BTreeMap::new();
+/// Highest version of each (package, architecture) in the update suites,
+/// with the index it comes from.
+type Newest<'a> = BTreeMap<(&'a str, &'a str), (&'a str, &'a Index)>;
+
+fn newest_updates(indexes: &[Index]) -> Newest<'_> {
+    let mut newest = Newest::new();
     for index in indexes.iter().filter(|i| i.is_update_suite()) {
         for p in &index.packages {
             let key = (p.name.as_str(), p.arch.as_str());
@@ -212,9 +215,28 @@ pub fn security_patches(s: &Subject) -> Result<Outcome> {
             indexes.len()
         )));
     }
-    let newest = newest_updates(&indexes);
+    let outdated = find_outdated(&installed, &newest_updates(&indexes));
+    let sources: Vec<String> = updates.iter().map(|i| describe_index(i)).collect();
+    if outdated.is_empty() {
+        return Ok(Outcome::pass(format!(
+            "{} installed packages are at or above the versions in {}",
+            installed.len(),
+            sources.join("; ")
+        )));
+    }
+    Ok(Outcome::fail(format!(
+        "{} packages have updates: {}; index: {}",
+        outdated.len(),
+        list_first(&outdated, MAX_LISTED),
+        sources.join("; ")
+    )))
+}
+
+/// Lists each installed package that an update suite has a newer version
+/// of, as `name installed -> available (suite)`.
+fn find_outdated(installed: &[Package], newest: &Newest) -> Vec<String> {
     let mut outdated = Vec::new();
-    for p in &installed {
+    for p in installed {
         let candidates = newest
             .iter()
             .filter(|((name, arch), _)| *name == p.name && arch_matches(&p.arch, arch));
@@ -228,26 +250,17 @@ pub fn security_patches(s: &Subject) -> Result<Outcome> {
             }
         }
     }
-    let sources: Vec<String> = updates.iter().map(|i| describe_index(i)).collect();
-    if outdated.is_empty() {
-        return Ok(Outcome::pass(format!(
-            "{} installed packages are at or above the versions in {}",
-            installed.len(),
-            sources.join("; ")
-        )));
-    }
-    let total = outdated.len();
-    outdated.truncate(MAX_LISTED);
-    let more = if total > MAX_LISTED {
-        format!(" and {} more", total - MAX_LISTED)
+    outdated
+}
+
+/// Joins the first `max` items and counts the rest.
+fn list_first(items: &[String], max: usize) -> String {
+    let listed = items[..items.len().min(max)].join(", ");
+    if items.len() > max {
+        format!("{listed} and {} more", items.len() - max)
     } else {
-        String::new()
-    };
-    Ok(Outcome::fail(format!(
-        "{total} packages have updates: {}{more}; index: {}",
-        outdated.join(", "),
-        sources.join("; ")
-    )))
+        listed
+    }
 }
 
 fn describe_index(index: &Index) -> String {
@@ -320,6 +333,13 @@ mod tests {
             "deb.debian.org_debian-security_dists_bookworm-security_main_binary-amd64_Packages";
         assert_eq!(suite_from_file_name(name), "bookworm-security");
         assert_eq!(suite_from_file_name("local_Packages"), "");
+    }
+
+    #[test]
+    fn long_lists_truncated() {
+        let items: Vec<String> = (1..=12).map(|i| format!("p{i}")).collect();
+        assert_eq!(list_first(&items[..2], 10), "p1, p2");
+        assert!(list_first(&items, 10).ends_with("p10 and 2 more"));
     }
 
     #[test]

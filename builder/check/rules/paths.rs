@@ -42,7 +42,7 @@ pub fn join(dir: &str, target: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// Whether `path` is `prefix` or lies below it.
+/// Returns whether `path` is `prefix` or lies below it.
 pub fn is_under(path: &str, prefix: &str) -> bool {
     path == prefix
         || path

@@ -31,7 +31,7 @@ pub struct EnabledUnit {
 }
 
 impl EnabledUnit {
-    /// Whether the unit is known under `name`, as link, target or alias.
+    /// Returns whether the unit is known under `name`, as link, target or alias.
     pub fn is_named(&self, names: &[&str]) -> bool {
         names.iter().any(|n| *n == self.name || *n == self.target)
     }
@@ -126,9 +126,9 @@ pub fn read_unit(fs: &dyn ImageView, name: &str) -> Result<Option<(String, Strin
 
 /// Services that listen on the network in their default configuration.
 ///
-/// NOTE: this table is a heuristic. A service that is not listed, or one
-/// configured not to listen, is judged by its name only; socket units are
-/// judged by their `Listen*` lines.
+/// NOTE: this table is a heuristic. A service is judged by its name only, so
+/// an unlisted listener passes and a listed one configured not to listen
+/// fails. Socket units are judged by their `Listen*` lines instead.
 const NETWORK_DAEMONS: &[&str] = &[
     "ssh",
     "sshd",

@@ -1,5 +1,5 @@
-//! The effective global sshd configuration, computed the way sshd reads
-//! `/etc/ssh/sshd_config` (OpenSSH 8.2 and later):
+//! The effective global sshd configuration, computed the way OpenSSH's
+//! sshd reads `/etc/ssh/sshd_config`:
 //!
 //! - `Include` is expanded in place. Relative paths are under `/etc/ssh`,
 //!   and glob patterns expand in lexical order, recursively.
@@ -31,12 +31,12 @@ pub struct Setting {
 }
 
 impl Setting {
-    /// The arguments joined with spaces.
+    /// Returns the arguments joined with spaces.
     pub fn value(&self) -> String {
         self.args.join(" ")
     }
 
-    /// Where the setting is, as `file:line`.
+    /// Returns where the setting is, as `file:line`.
     pub fn origin(&self) -> String {
         format!("{}:{}", self.file, self.line)
     }

@@ -157,11 +157,14 @@ impl Fixture {
         ] {
             fs::create_dir_all(self.dir.path().join(dir)).unwrap();
         }
+
+        // Merged /usr, as on Debian 12.
         self.symlink("usr/lib", "/lib");
         self.symlink("usr/sbin", "/sbin");
         self.symlink("usr/bin", "/bin");
         self.symlink("/lib/systemd/systemd", "/usr/sbin/init");
         self.write("/usr/lib/systemd/systemd", b"\x7fELF\x02\x01\x01\x00");
+
         self.write("/var/log/wtmp", b"");
         self.write("/etc/machine-id", b"");
         self.write(
@@ -177,6 +180,8 @@ impl Fixture {
             b"Provisioning.Agent=auto\nAutoUpdate.Enabled=y\n",
         );
         self.write("/etc/ufw/ufw.conf", b"ENABLED=no\n");
+
+        // The baseline file, and a vendor default that it overrides.
         let sysctl: String = super::SYSCTL_BASELINE
             .iter()
             .map(|(k, v)| format!("{k} = {v}\n"))
