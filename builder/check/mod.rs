@@ -45,16 +45,28 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn pass(evidence: impl Into<String>) -> Self {
-        Self { status: Status::Pass, evidence: evidence.into() }
+        Self {
+            status: Status::Pass,
+            evidence: evidence.into(),
+        }
     }
     pub fn fail(evidence: impl Into<String>) -> Self {
-        Self { status: Status::Fail, evidence: evidence.into() }
+        Self {
+            status: Status::Fail,
+            evidence: evidence.into(),
+        }
     }
     pub fn not_run(evidence: impl Into<String>) -> Self {
-        Self { status: Status::NotRun, evidence: evidence.into() }
+        Self {
+            status: Status::NotRun,
+            evidence: evidence.into(),
+        }
     }
     pub fn not_applicable(evidence: impl Into<String>) -> Self {
-        Self { status: Status::NotApplicable, evidence: evidence.into() }
+        Self {
+            status: Status::NotApplicable,
+            evidence: evidence.into(),
+        }
     }
 }
 
@@ -141,9 +153,8 @@ pub fn run_rules(subject: &Subject) -> Vec<Finding> {
     rules::catalogue()
         .iter()
         .map(|rule| {
-            let outcome = (rule.check)(subject).unwrap_or_else(|e| {
-                Outcome::not_run(format!("the check could not run: {e:#}"))
-            });
+            let outcome = (rule.check)(subject)
+                .unwrap_or_else(|e| Outcome::not_run(format!("the check could not run: {e:#}")));
             apply_waiver(rule.id, outcome, &subject.policy.waivers)
         })
         .collect()

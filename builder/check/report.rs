@@ -1,25 +1,177 @@
-//! Reports of a check run.
+//! Reports of a check run: the versioned JSON shape that `forge check` and
+//! `forge build` write, and a plain-text table for terminals.
 
 use serde::Serialize;
 
-use super::{Finding, OsInfo, Verdict};
+use super::{Finding, OsInfo, Status, Verdict};
 
-/// The versioned report shape shared by `forge check --format json` and the
-/// report `forge build` writes next to the VHD.
+/// Version of the JSON report shape.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The result of checking one image.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub schema: u32,
+    /// Path of the image as given on the command line.
     pub image: String,
+    /// SHA-256 of the image file, lower-case hex.
     pub sha256: String,
     pub os: OsInfo,
     pub verdict: Verdict,
     pub rules: Vec<Finding>,
 }
 
+impl Report {
+    /// Builds a report and computes its verdict from the findings.
+    pub fn new(
+        image: impl Into<String>,
+        sha256: impl Into<String>,
+        os: OsInfo,
+        rules: Vec<Finding>,
+    ) -> Self {
+        Self {
+            schema: SCHEMA_VERSION,
+            image: image.into(),
+            sha256: sha256.into(),
+            os,
+            verdict: Verdict::of(&rules),
+            rules,
+        }
+    }
+}
+
+impl Verdict {
+    /// Returns the verdict as the report spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Compliant => "compliant",
+            Verdict::NonCompliant => "non-compliant",
+            Verdict::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// Renders a report as an aligned table of rule, status and evidence,
+/// followed by the verdict and the reasons of waived rules.
 pub fn render_text(report: &Report) -> String {
-    let mut out = String::new();
-    for f in &report.rules {
-        out.push_str(&format!("{:<28} {:<15} {}\n", f.id, f.status.as_str(), f.evidence));
+    let os = &report.os;
+    let mut out = format!("image:  {}\nsha256: {}\n", report.image, report.sha256);
+    out.push_str(&format!(
+        "os:     {} {} {}\n\n",
+        os.family, os.version, os.arch
+    ));
+    out.push_str(&render_table(&report.rules));
+    out.push_str(&format!("\nverdict: {}\n", report.verdict.as_str()));
+
+    let waived: Vec<&Finding> = report
+        .rules
+        .iter()
+        .filter(|f| f.status == Status::Waived)
+        .collect();
+    if !waived.is_empty() {
+        out.push_str("\nwaived:\n");
+        for finding in waived {
+            let reason = finding.reason.as_deref().unwrap_or("no reason given");
+            out.push_str(&format!("  {}: {reason}\n", finding.id));
+        }
     }
     out
+}
+
+/// Renders one row per finding with the columns padded to the widest value.
+fn render_table(rules: &[Finding]) -> String {
+    let id_width = rules
+        .iter()
+        .map(|f| f.id.len())
+        .max()
+        .unwrap_or(0)
+        .max("rule".len());
+    let status_width = rules
+        .iter()
+        .map(|f| f.status.as_str().len())
+        .max()
+        .unwrap_or(0)
+        .max("status".len());
+    let mut out = format!(
+        "{:id_width$}  {:status_width$}  evidence\n",
+        "rule", "status"
+    );
+    for finding in rules {
+        out.push_str(&format!(
+            "{:id_width$}  {:status_width$}  {}\n",
+            finding.id,
+            finding.status.as_str(),
+            finding.evidence
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        let rules = vec![
+            Finding {
+                id: "no-swap",
+                status: Status::Pass,
+                reason: None,
+                evidence: "no swap".into(),
+            },
+            Finding {
+                id: "firewall-disabled",
+                status: Status::Waived,
+                reason: Some("the product is a firewall".into()),
+                evidence: "ufw.service is enabled".into(),
+            },
+        ];
+        let os = OsInfo {
+            family: "debian".into(),
+            version: "12".into(),
+            arch: "x86_64".into(),
+        };
+        Report::new("out/x.vhd", "ab12", os, rules)
+    }
+
+    #[test]
+    fn json_has_contract_shape() {
+        let json = serde_json::to_string(&sample()).unwrap();
+        let expected = concat!(
+            r#"{"schema":1,"image":"out/x.vhd","sha256":"ab12","#,
+            r#""os":{"family":"debian","version":"12","arch":"x86_64"},"verdict":"compliant","#,
+            r#""rules":[{"id":"no-swap","status":"pass","evidence":"no swap"},"#,
+            r#"{"id":"firewall-disabled","status":"waived","reason":"the product is a firewall","#,
+            r#""evidence":"ufw.service is enabled"}]}"#
+        );
+        assert_eq!(json, expected);
+    }
+
+    #[test]
+    fn json_spells_kebab_case() {
+        let mut report = sample();
+        report.rules[0].status = Status::NotRun;
+        report.verdict = Verdict::of(&report.rules);
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.contains(r#""status":"not-run""#));
+        assert!(json.contains(r#""verdict":"incomplete""#));
+        report.rules[0].status = Status::Fail;
+        report.verdict = Verdict::of(&report.rules);
+        assert!(serde_json::to_string(&report)
+            .unwrap()
+            .contains(r#""verdict":"non-compliant""#));
+    }
+
+    #[test]
+    fn text_is_aligned() {
+        let text = render_text(&sample());
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("no-swap") || l.starts_with("firewall"))
+            .collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].find("pass"), rows[1].find("waived"));
+        assert!(text.contains("verdict: compliant"));
+        assert!(text.contains("firewall-disabled: the product is a firewall"));
+    }
 }

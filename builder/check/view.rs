@@ -58,6 +58,12 @@ pub trait ImageView {
     /// Returns every path of the tree below `/`, sorted, with metadata.
     fn walk(&self) -> Result<Vec<WalkEntry>>;
 
+    /// Returns the host folder that contains this tree, when the tree is an
+    /// ordinary folder of the host. Tools such as `clamscan` need one.
+    fn host_root(&self) -> Option<&Path> {
+        None
+    }
+
     /// Reads a file as text, replacing invalid UTF-8; `Ok(None)` if missing.
     fn read_text(&self, path: &str) -> Result<Option<String>> {
         Ok(self
@@ -70,11 +76,22 @@ pub trait ImageView {
 /// trees that are already unpacked.
 pub struct DirView {
     root: PathBuf,
+    root_owner: bool,
 }
 
 impl DirView {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            root_owner: false,
+        }
+    }
+
+    /// Reports every path as owned by uid 0 and gid 0, as in the image, for
+    /// trees that were unpacked or written without root privileges.
+    pub fn assume_root_owner(mut self) -> Self {
+        self.root_owner = true;
+        self
     }
 
     fn host_path(&self, path: &str) -> PathBuf {
@@ -121,7 +138,8 @@ impl ImageView for DirView {
 
     fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let p = self.host_path(path);
-        let mut f = fs::File::open(&p).with_context(|| format!("failed to open {}", p.display()))?;
+        let mut f =
+            fs::File::open(&p).with_context(|| format!("failed to open {}", p.display()))?;
         f.seek(SeekFrom::Start(offset))?;
         let mut buf = Vec::with_capacity(len);
         f.take(len as u64).read_to_end(&mut buf)?;
@@ -130,7 +148,14 @@ impl ImageView for DirView {
 
     fn lstat(&self, path: &str) -> Result<Option<FileMeta>> {
         let p = self.host_path(path);
-        Ok(missing_is_none(fs::symlink_metadata(&p), &p)?.map(|m| meta_of(&m)))
+        let meta = missing_is_none(fs::symlink_metadata(&p), &p)?.map(|m| meta_of(&m));
+        Ok(meta.map(|mut m| {
+            if self.root_owner {
+                m.uid = 0;
+                m.gid = 0;
+            }
+            m
+        }))
     }
 
     fn read_link(&self, path: &str) -> Result<Option<String>> {
@@ -164,7 +189,9 @@ impl ImageView for DirView {
                 } else {
                     format!("{dir}/{name}")
                 };
-                let Some(meta) = self.lstat(&path)? else { continue };
+                let Some(meta) = self.lstat(&path)? else {
+                    continue;
+                };
                 if meta.kind == FileKind::Dir {
                     stack.push(path.clone());
                 }
@@ -173,5 +200,9 @@ impl ImageView for DirView {
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
+    }
+
+    fn host_root(&self) -> Option<&Path> {
+        Some(&self.root)
     }
 }
