@@ -241,7 +241,8 @@ pub fn assemble(ctx: &BuildContext, ids: &DiskIds, image: &Path) -> Result<()> {
 
 fn make_esp(ctx: &BuildContext, ids: &DiskIds, image: &Path) -> Result<()> {
     Cmd::new("mkfs.fat")
-        .args(["-F", "32", "-n", "EFI", "-i", &ids.esp_volume_id])
+        // One sector per cluster gives 127 MiB enough clusters to be FAT32.
+        .args(["-F", "32", "-s", "1", "-n", "EFI", "-i", &ids.esp_volume_id])
         .arg(format!("--offset={ESP_START}"))
         .arg(image)
         .arg((ESP_SECTORS * SECTOR / 1024).to_string())
@@ -270,8 +271,9 @@ fn make_root_fs(ctx: &BuildContext, ids: &DiskIds, image: &Path, root_end: u64) 
     let size_kib = sectors * SECTOR / 4096 * 4;
     Cmd::new("mkfs.ext4")
         .args(["-F", "-q", "-b", "4096", "-L", "root", "-U", &ids.root_fs_uuid])
+        .arg("-E")
         .arg(format!(
-            "-E offset={},hash_seed={},nodiscard,lazy_itable_init=1,root_owner=0:0",
+            "offset={},hash_seed={},nodiscard,lazy_itable_init=1,root_owner=0:0",
             ROOT_START * SECTOR,
             ids.root_hash_seed
         ))

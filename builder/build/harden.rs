@@ -8,6 +8,7 @@ use std::fs;
 use anyhow::{Context, Result};
 
 use super::{tree, Context as BuildContext};
+use crate::check::rules::hardening::SYSCTL_BASELINE;
 
 /// Kernel command line Azure requires, plus a console on the first screen.
 pub const KERNEL_CMDLINE: &str = "console=tty1 console=ttyS0 earlyprintk=ttyS0 rootdelay=300";
@@ -54,20 +55,8 @@ const FIREWALL_UNITS: &[&str] = &[
     "ip6tables.service",
 ];
 
-/// Kernel network settings of the hardening baseline.
-pub const SYSCTL_BASELINE: &[(&str, &str)] = &[
-    ("net.ipv4.conf.all.accept_redirects", "0"),
-    ("net.ipv4.conf.default.accept_redirects", "0"),
-    ("net.ipv4.conf.all.send_redirects", "0"),
-    ("net.ipv4.conf.all.accept_source_route", "0"),
-    ("net.ipv4.icmp_echo_ignore_broadcasts", "1"),
-    ("net.ipv4.tcp_syncookies", "1"),
-    ("net.ipv6.conf.all.accept_redirects", "0"),
-];
-
 /// Runs every hardening step on the tree.
 pub fn run(ctx: &BuildContext) -> Result<()> {
-    let t = ctx.tree.as_path();
     let steps: &[(&str, fn(&BuildContext) -> Result<()>)] = &[
         ("sshd settings", sshd_settings),
         ("agent settings", agent_settings),
@@ -87,7 +76,6 @@ pub fn run(ctx: &BuildContext) -> Result<()> {
         ("cloud-init datasource", cloud_init_azure),
         ("caches and temporary files", clean_caches),
     ];
-    let _ = t;
     for (name, step) in steps {
         tracing::debug!("hardening: {name}");
         step(ctx).with_context(|| format!("hardening step `{name}` failed"))?;

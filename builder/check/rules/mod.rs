@@ -6,7 +6,7 @@ mod boot;
 pub mod debversion;
 mod disk;
 mod files;
-mod hardening;
+pub mod hardening;
 mod malware;
 mod network;
 pub mod packages;
