@@ -1,8 +1,10 @@
 //! forge builds Azure Marketplace VM images from TOML recipes and checks any
 //! image against the Marketplace security rules.
 
+pub mod accel;
 pub mod build;
 pub mod check;
 pub mod exec;
+pub mod guestfs;
 pub mod recipe;
 pub mod vhd;

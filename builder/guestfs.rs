@@ -1,0 +1,715 @@
+//! The one module that talks to libguestfs: opens a disk image read-only,
+//! reads its partition table, finds and mounts the OS, and serves the
+//! [`ImageView`] that the compliance rules read.
+//!
+//! Each [`GuestImage`] starts one libguestfs appliance (a small QEMU guest).
+//! Under TCG a launch takes about 20 s, so open an image once and reuse it.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use guestfs::{AddDriveOptArgs, Handle, IsDirOptArgs, StatNS};
+use tempfile::TempDir;
+
+use crate::accel;
+use crate::check::{DiskFacts, FileKind, FileMeta, ImageView, OsInfo, Partition, WalkEntry};
+use crate::vhd;
+
+/// Chunk size for reads and walks. The libguestfs protocol limits one
+/// message to 4 MiB, so whole-file and partial reads stay well below that.
+const READ_CHUNK: usize = 2 << 20;
+
+/// Number of paths sent in one `lstatnslist` call during a walk.
+const STAT_BATCH: usize = 1000;
+
+/// GPT type of a BIOS boot partition, which holds GRUB's core image and no
+/// file system.
+const GPT_BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
+
+/// A disk image opened read-only in a libguestfs appliance, with its OS file
+/// systems mounted read-only when inspection finds an OS.
+///
+/// libguestfs puts a temporary overlay over a read-only drive, so nothing is
+/// written to the image file, not even an ext4 journal replay.
+pub struct GuestImage {
+    appliance: Appliance,
+    disk: DiskFacts,
+    os: Option<OsInfo>,
+    /// Scratch folder for file transfers out of the appliance.
+    scratch: TempDir,
+    walk_cache: RefCell<Option<Vec<WalkEntry>>>,
+}
+
+impl GuestImage {
+    /// Opens `path` read-only, launches the appliance, reads the disk layout
+    /// and mounts the OS found by inspection.
+    pub fn open(path: &Path) -> Result<Self> {
+        let format = detect_format(path)?;
+        let appliance = Appliance::launch(path, format, true)?;
+        let mut disk = read_disk_facts(&appliance.handle, path)?;
+        disk.format = format.to_owned();
+        let os = inspect_and_mount(&appliance.handle, false)
+            .with_context(|| format!("failed to inspect the OS in {}", path.display()))?
+            .map(|(_, os)| os);
+        let scratch = tempfile::Builder::new()
+            .prefix("forge-guestfs-")
+            .tempdir()
+            .context("failed to create a scratch folder for libguestfs transfers")?;
+        Ok(Self {
+            appliance,
+            disk,
+            os,
+            scratch,
+            walk_cache: RefCell::new(None),
+        })
+    }
+
+    /// Facts about the container and partition table.
+    pub fn disk(&self) -> &DiskFacts {
+        &self.disk
+    }
+
+    /// The OS found by inspection, or `None` when the disk holds no OS.
+    pub fn os(&self) -> Option<&OsInfo> {
+        self.os.as_ref()
+    }
+
+    /// Returns the file tree view, or `None` when no OS was mounted.
+    pub fn view(&self) -> Option<&dyn ImageView> {
+        self.os.as_ref().map(|_| self as &dyn ImageView)
+    }
+
+    fn g(&self) -> &Handle {
+        &self.appliance.handle
+    }
+
+    /// Reads the whole regular file at `path`, whose size is `size`.
+    fn read_whole(&self, path: &str, size: u64) -> Result<Vec<u8>> {
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        if size <= READ_CHUNK as u64 {
+            return self
+                .g()
+                .read_file(path)
+                .guest_context(|| format!("read {path}"));
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        loop {
+            let chunk = self.pread(path, out.len() as u64, READ_CHUNK)?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    fn pread(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let count = len.min(READ_CHUNK) as i32;
+        let offset_arg = i64::try_from(offset).context("read offset too large")?;
+        self.g()
+            .pread(path, count, offset_arg)
+            .guest_context(|| format!("read {count} bytes at offset {offset} of {path}"))
+    }
+
+    /// Lists every path below `/` with `find0`, which streams the names
+    /// through a file so that large trees do not hit the message limit.
+    fn find_all(&self) -> Result<Vec<String>> {
+        let list = self.scratch.path().join("find0.list");
+        let list_str = list.to_str().context("scratch path is not valid UTF-8")?;
+        self.g()
+            .find0("/", list_str)
+            .guest_context(|| "list the files under /".to_owned())?;
+        let bytes = std::fs::read(&list)
+            .with_context(|| format!("failed to read the file list {}", list.display()))?;
+        let _ = std::fs::remove_file(&list);
+        Ok(bytes
+            .split(|b| *b == 0)
+            .filter(|name| !name.is_empty())
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect())
+    }
+
+    fn walk_uncached(&self) -> Result<Vec<WalkEntry>> {
+        let names = self.find_all()?;
+        let mut out = Vec::with_capacity(names.len());
+        let mut unreadable = 0usize;
+        for batch in names.chunks(STAT_BATCH) {
+            let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+            let stats = self
+                .g()
+                .lstatnslist("/", &refs)
+                .guest_context(|| format!("lstat {} paths under /", refs.len()))?;
+            for (name, stat) in batch.iter().zip(stats) {
+                // NOTE: a name that is not valid UTF-8 was converted lossily
+                // above, so lstat cannot find it and the walk leaves it out.
+                if stat.st_ino == -1 {
+                    unreadable += 1;
+                    continue;
+                }
+                out.push(WalkEntry {
+                    path: format!("/{name}"),
+                    meta: meta_of(&stat),
+                });
+            }
+        }
+        if unreadable > 0 {
+            tracing::warn!(
+                count = unreadable,
+                "walk skipped paths that lstat could not read"
+            );
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+}
+
+impl ImageView for GuestImage {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        match self.lstat(path)? {
+            Some(meta) if meta.kind == FileKind::File => self.read_whole(path, meta.size).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(len.min(READ_CHUNK));
+        while out.len() < len {
+            let chunk = self.pread(path, offset + out.len() as u64, len - out.len())?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    fn lstat(&self, path: &str) -> Result<Option<FileMeta>> {
+        let (parent, name) = split_parent(path)?;
+        let Some(name) = name else {
+            // `/` itself: lstat it through its own name.
+            let stat = self
+                .g()
+                .lstatns("/")
+                .guest_context(|| "lstat /".to_owned())?;
+            return Ok(Some(meta_of(&stat)));
+        };
+
+        // lstatnslist marks a missing name with st_ino == -1 instead of
+        // failing, but it does fail when the parent is missing.
+        if !self.is_dir(parent)? {
+            return Ok(None);
+        }
+        let stats = self
+            .g()
+            .lstatnslist(parent, &[name])
+            .guest_context(|| format!("lstat {path}"))?;
+        Ok(stats.first().filter(|s| s.st_ino != -1).map(meta_of))
+    }
+
+    fn read_link(&self, path: &str) -> Result<Option<String>> {
+        match self.lstat(path)? {
+            Some(meta) if meta.kind == FileKind::Symlink => self
+                .g()
+                .readlink(path)
+                .guest_context(|| format!("readlink {path}"))
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn list_dir(&self, path: &str) -> Result<Vec<String>> {
+        if !self.is_dir(path)? {
+            return Ok(Vec::new());
+        }
+        let mut names = self.g().ls(path).guest_context(|| format!("list {path}"))?;
+        names.sort();
+        Ok(names)
+    }
+
+    fn walk(&self) -> Result<Vec<WalkEntry>> {
+        if let Some(cached) = self.walk_cache.borrow().as_ref() {
+            return Ok(cached.clone());
+        }
+        let entries = self.walk_uncached()?;
+        *self.walk_cache.borrow_mut() = Some(entries.clone());
+        Ok(entries)
+    }
+}
+
+impl GuestImage {
+    /// Whether `path` is a directory, following symlinks.
+    fn is_dir(&self, path: &str) -> Result<bool> {
+        self.g()
+            .is_dir(
+                path,
+                IsDirOptArgs {
+                    followsymlinks: Some(true),
+                },
+            )
+            .guest_context(|| format!("check whether {path} is a directory"))
+    }
+}
+
+/// Splits an absolute path into its parent directory and final name; the
+/// name is `None` for `/`.
+fn split_parent(path: &str) -> Result<(&str, Option<&str>)> {
+    if !path.starts_with('/') {
+        bail!("image paths must be absolute, got {path:?}");
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(("/", None));
+    }
+    let cut = trimmed.rfind('/').expect("an absolute path contains '/'");
+    let parent = if cut == 0 { "/" } else { &trimmed[..cut] };
+    Ok((parent, Some(&trimmed[cut + 1..])))
+}
+
+fn meta_of(stat: &StatNS) -> FileMeta {
+    let kind = match stat.st_mode as u32 & libc::S_IFMT {
+        libc::S_IFREG => FileKind::File,
+        libc::S_IFDIR => FileKind::Dir,
+        libc::S_IFLNK => FileKind::Symlink,
+        _ => FileKind::Other,
+    };
+    FileMeta {
+        kind,
+        mode: stat.st_mode as u32 & 0o7777,
+        uid: stat.st_uid as u32,
+        gid: stat.st_gid as u32,
+        size: stat.st_size.max(0) as u64,
+    }
+}
+
+/// Detects the container format of an image file by its magic bytes, as
+/// QEMU names it: `vpc` for VHD (a `conectix` cookie at offset 0 for a
+/// dynamic disk or in the last 512 bytes for a fixed one), `vhdx`, `qcow2`,
+/// and `raw` for anything else.
+///
+/// QEMU 7.2's `vpc` driver sizes a fixed VHD by the footer's current size,
+/// so the guest sees the disk without the footer.
+pub fn detect_format(path: &Path) -> Result<&'static str> {
+    let mut file =
+        File::open(path).with_context(|| format!("failed to open image {}", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("failed to read the size of {}", path.display()))?
+        .len();
+    let mut head = [0u8; 8];
+    let head_len = read_up_to(&mut file, &mut head)
+        .with_context(|| format!("failed to read the header of {}", path.display()))?;
+    let head = &head[..head_len];
+    if head.starts_with(vhd::COOKIE) {
+        return Ok("vpc");
+    }
+    if head.starts_with(b"vhdxfile") {
+        return Ok("vhdx");
+    }
+    if head.starts_with(b"QFI\xfb") {
+        return Ok("qcow2");
+    }
+    if len >= vhd::FOOTER_LEN as u64 {
+        let mut cookie = [0u8; 8];
+        file.seek(SeekFrom::Start(len - vhd::FOOTER_LEN as u64))
+            .and_then(|_| file.read_exact(&mut cookie))
+            .with_context(|| format!("failed to read the footer of {}", path.display()))?;
+        if &cookie == vhd::COOKIE {
+            return Ok("vpc");
+        }
+    }
+    Ok("raw")
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// Reads the length and the last 512 bytes of the file with std::fs.
+fn read_tail(path: &Path) -> Result<(u64, Vec<u8>)> {
+    let mut file =
+        File::open(path).with_context(|| format!("failed to open image {}", path.display()))?;
+    let len = file.metadata()?.len();
+    let tail_len = len.min(vhd::FOOTER_LEN as u64);
+    let mut tail = vec![0u8; tail_len as usize];
+    file.seek(SeekFrom::Start(len - tail_len))
+        .and_then(|_| file.read_exact(&mut tail))
+        .with_context(|| format!("failed to read the last bytes of {}", path.display()))?;
+    Ok((len, tail))
+}
+
+/// Gathers everything in [`DiskFacts`] except `format`.
+fn read_disk_facts(g: &Handle, path: &Path) -> Result<DiskFacts> {
+    let (file_len, tail) = read_tail(path)?;
+    let devices = g
+        .list_devices()
+        .guest_context(|| "list the disks".to_owned())?;
+    let device = devices
+        .first()
+        .context("libguestfs shows no disk for the image")?
+        .clone();
+    let virtual_size = g
+        .blockdev_getsize64(&device)
+        .guest_context(|| format!("read the size of {device}"))?;
+
+    // A disk without a partition table makes part_get_parttype fail, so
+    // ask only when the kernel found partitions.
+    let has_partitions = !g
+        .list_partitions()
+        .guest_context(|| "list the partitions".to_owned())?
+        .is_empty();
+    let (partition_table, partitions) = if has_partitions {
+        let table = g
+            .part_get_parttype(&device)
+            .guest_context(|| format!("read the partition table type of {device}"))?;
+        let partitions = read_partitions(g, &device, &table)?;
+        (table, partitions)
+    } else {
+        (String::new(), Vec::new())
+    };
+
+    let lvm_pvs = g
+        .pvs()
+        .guest_context(|| "list LVM physical volumes".to_owned())?;
+    Ok(DiskFacts {
+        path: path.to_path_buf(),
+        file_len,
+        tail,
+        format: String::new(),
+        virtual_size: virtual_size.max(0) as u64,
+        partition_table,
+        partitions,
+        lvm_pvs,
+    })
+}
+
+fn read_partitions(g: &Handle, device: &str, table: &str) -> Result<Vec<Partition>> {
+    let sector_size = g
+        .blockdev_getss(device)
+        .guest_context(|| format!("read the sector size of {device}"))?
+        .max(1) as u64;
+    let listed = g
+        .part_list(device)
+        .guest_context(|| format!("list the partitions of {device}"))?;
+    let mut partitions = Vec::with_capacity(listed.len());
+    for p in listed {
+        let number = p.part_num;
+        let type_id = if table == "gpt" {
+            g.part_get_gpt_type(device, number)
+                .guest_context(|| format!("read the GPT type of {device} partition {number}"))?
+                .to_uppercase()
+        } else {
+            let id = g
+                .part_get_mbr_id(device, number)
+                .guest_context(|| format!("read the MBR type of {device} partition {number}"))?;
+            format!("0x{id:02x}")
+        };
+        let fs_type = read_fs_type(g, &partition_device(device, number), &type_id)?;
+        partitions.push(Partition {
+            number: number as u32,
+            start_sector: p.part_start / sector_size,
+            size_bytes: p.part_size,
+            type_id,
+            fs_type,
+        });
+    }
+    Ok(partitions)
+}
+
+/// Returns the device name of partition `number` of a whole-disk device,
+/// as the appliance names it (`/dev/sda` → `/dev/sda1`).
+fn partition_device(device: &str, number: i32) -> String {
+    if device.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{device}p{number}")
+    } else {
+        format!("{device}{number}")
+    }
+}
+
+fn read_fs_type(g: &Handle, partition: &str, type_id: &str) -> Result<Option<String>> {
+    match g.vfs_type(partition) {
+        Ok(fs) if fs.is_empty() => Ok(None),
+        Ok(fs) => Ok(Some(fs)),
+        Err(_) if type_id == GPT_BIOS_BOOT => Ok(None),
+        Err(e) => Err(guest_error(e)).context(format!(
+            "failed to read the file system type of {partition}"
+        )),
+    }
+}
+
+/// Runs inspection and mounts the first OS root and its file systems, in
+/// order of mount point length so that `/` comes before `/boot/efi`.
+/// Returns the root device and the OS, or `None` when no OS was found.
+fn inspect_and_mount(g: &Handle, writable: bool) -> Result<Option<(String, OsInfo)>> {
+    let roots = g
+        .inspect_os()
+        .guest_context(|| "inspect the disk for an OS".to_owned())?;
+    let Some(root) = roots.first().cloned() else {
+        return Ok(None);
+    };
+    if roots.len() > 1 {
+        tracing::warn!(?roots, chosen = %root, "the disk holds several OS roots");
+    }
+
+    let mut mounts: Vec<(String, String)> = g
+        .inspect_get_mountpoints(&root)
+        .guest_context(|| format!("read the mount points of {root}"))?
+        .into_iter()
+        .collect();
+    mounts.sort_by(|a, b| (a.0.len(), &a.0).cmp(&(b.0.len(), &b.0)));
+    for (mountpoint, device) in &mounts {
+        let mounted = if writable {
+            g.mount(device, mountpoint)
+        } else {
+            g.mount_ro(device, mountpoint)
+        };
+        match mounted {
+            Ok(()) => {}
+            Err(e) if mountpoint == "/" => {
+                return Err(guest_error(e)).context(format!("failed to mount {device} at /"));
+            }
+            Err(e) => {
+                let error = format!("{:#}", guest_error(e));
+                tracing::warn!(%device, %mountpoint, %error, "failed to mount, continuing without it");
+            }
+        }
+    }
+
+    let os = read_os_info(g, &root)?;
+    Ok(Some((root, os)))
+}
+
+fn read_os_info(g: &Handle, root: &str) -> Result<OsInfo> {
+    let kind = g
+        .inspect_get_type(root)
+        .guest_context(|| format!("read the OS type of {root}"))?;
+    let distro = g
+        .inspect_get_distro(root)
+        .guest_context(|| format!("read the distribution of {root}"))?;
+    let major = g
+        .inspect_get_major_version(root)
+        .guest_context(|| format!("read the OS version of {root}"))?;
+    let minor = g
+        .inspect_get_minor_version(root)
+        .guest_context(|| format!("read the OS version of {root}"))?;
+    let arch = g
+        .inspect_get_arch(root)
+        .guest_context(|| format!("read the architecture of {root}"))?;
+    let family = if distro == "unknown" { kind } else { distro };
+    Ok(OsInfo {
+        version: format_version(&family, major, minor),
+        family,
+        arch,
+    })
+}
+
+/// Formats an OS version as the distribution writes it: `12` for Debian 12,
+/// `22.04` for Ubuntu (the minor always has two digits), `9.3` for RHEL.
+fn format_version(family: &str, major: i32, minor: i32) -> String {
+    if family == "ubuntu" {
+        format!("{major}.{minor:02}")
+    } else if minor == 0 {
+        major.to_string()
+    } else {
+        format!("{major}.{minor}")
+    }
+}
+
+/// Edits one text file inside a disk image in place, through libguestfs in
+/// read-write mode: mounts the OS found by inspection, passes the file's
+/// text to `edit` and writes back what it returns.
+///
+/// Test support: boot tests use it on a throwaway overlay. Never call it on
+/// a build artifact, which must stay byte-identical once written.
+pub fn edit_file_in_image(
+    image: &Path,
+    format: &str,
+    path: &str,
+    edit: impl FnOnce(String) -> String,
+) -> Result<()> {
+    let appliance = Appliance::launch(image, format, false)?;
+    let g = &appliance.handle;
+    inspect_and_mount(g, true)?
+        .with_context(|| format!("no OS found in {} to edit {path} in", image.display()))?;
+
+    let bytes = g.read_file(path).guest_context(|| format!("read {path}"))?;
+    let text = String::from_utf8(bytes).with_context(|| format!("{path} is not UTF-8 text"))?;
+    let edited = edit(text);
+    g.write(path, edited.as_bytes())
+        .guest_context(|| format!("write {path}"))?;
+
+    g.umount_all()
+        .guest_context(|| "unmount the file systems".to_owned())?;
+    appliance
+        .shutdown()
+        .with_context(|| format!("failed to flush {}", image.display()))
+}
+
+/// A launched libguestfs handle that shuts the appliance down on drop, so
+/// no QEMU process outlives it.
+struct Appliance {
+    handle: Handle,
+    shut_down: bool,
+}
+
+impl Appliance {
+    fn launch(path: &Path, format: &str, readonly: bool) -> Result<Self> {
+        let path_str = path.to_str().context("image path is not valid UTF-8")?;
+        let handle = Handle::create()
+            .map_err(guest_error)
+            .context("failed to create a libguestfs handle")?;
+        let appliance = Self {
+            handle,
+            shut_down: false,
+        };
+        let g = &appliance.handle;
+
+        // libguestfs reads LIBGUESTFS_BACKEND_SETTINGS itself; an explicit
+        // setting there wins over forge's choice.
+        if std::env::var_os("LIBGUESTFS_BACKEND_SETTINGS").is_none() && !accel::kvm_enabled() {
+            g.set_backend_settings(&["force_tcg"])
+                .guest_context(|| "select TCG for the appliance".to_owned())?;
+        }
+        let options = AddDriveOptArgs {
+            readonly: Some(readonly),
+            format: Some(format),
+            ..Default::default()
+        };
+        g.add_drive(path_str, options)
+            .guest_context(|| format!("add drive {}", path.display()))?;
+
+        let started = std::time::Instant::now();
+        g.launch()
+            .guest_context(|| format!("launch the appliance for {}", path.display()))?;
+        tracing::debug!(image = %path.display(), elapsed = ?started.elapsed(), "libguestfs appliance launched");
+        Ok(appliance)
+    }
+
+    /// Shuts the appliance down and reports failures, which for a writable
+    /// drive can mean lost writes.
+    fn shutdown(mut self) -> Result<()> {
+        self.shut_down = true;
+        self.handle
+            .shutdown()
+            .guest_context(|| "shut down the appliance".to_owned())
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if self.shut_down {
+            return;
+        }
+        if let Err(e) = self.handle.shutdown() {
+            let error = format!("{:#}", guest_error(e));
+            tracing::warn!(%error, "failed to shut down the libguestfs appliance");
+        }
+        // Dropping `handle` afterwards closes it.
+    }
+}
+
+/// Converts a libguestfs error into an `anyhow` error. The binding keeps the
+/// message field private, so it is taken from the `Debug` text.
+fn guest_error(e: guestfs::Error) -> anyhow::Error {
+    match e {
+        guestfs::Error::API(api) => {
+            let debug = format!("{api:?}");
+            anyhow!(api_message(&debug).unwrap_or(debug))
+        }
+        guestfs::Error::IllegalString(e) => anyhow!("argument contains a NUL byte: {e}"),
+        guestfs::Error::Utf8Error(e) => anyhow!("libguestfs returned text that is not UTF-8: {e}"),
+        guestfs::Error::Create => anyhow!("libguestfs could not create a handle"),
+    }
+}
+
+/// Extracts `message` from `APIError { operation: "..", message: "..", errno: N }`.
+fn api_message(debug: &str) -> Option<String> {
+    let start = debug.find("message: \"")? + "message: \"".len();
+    let end = debug.rfind("\", errno:")?;
+    let message = debug
+        .get(start..end)?
+        .replace("\\\"", "\"")
+        .replace("\\n", " ");
+    Some(message)
+}
+
+/// Adds "failed to <operation>" context to a libguestfs result.
+trait GuestContext<T> {
+    fn guest_context(self, operation: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> GuestContext<T> for std::result::Result<T, guestfs::Error> {
+    fn guest_context(self, operation: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| guest_error(e).context(format!("failed to {}", operation())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_parent_cases() {
+        assert_eq!(split_parent("/").unwrap(), ("/", None));
+        assert_eq!(split_parent("/etc").unwrap(), ("/", Some("etc")));
+        assert_eq!(
+            split_parent("/etc/passwd").unwrap(),
+            ("/etc", Some("passwd"))
+        );
+        assert_eq!(split_parent("/etc/ssh/").unwrap(), ("/etc", Some("ssh")));
+        assert!(split_parent("etc/passwd").is_err());
+    }
+
+    #[test]
+    fn version_formats_per_distribution() {
+        assert_eq!(format_version("debian", 12, 0), "12");
+        assert_eq!(format_version("ubuntu", 22, 4), "22.04");
+        assert_eq!(format_version("rhel", 9, 3), "9.3");
+    }
+
+    #[test]
+    fn api_message_from_debug_text() {
+        let debug =
+            r#"APIError { operation: "ls", message: "ls: /x: No such \"file\"", errno: 2 }"#;
+        assert_eq!(api_message(debug).unwrap(), r#"ls: /x: No such "file""#);
+        assert_eq!(api_message("garbage"), None);
+    }
+
+    #[test]
+    fn partition_device_names() {
+        assert_eq!(partition_device("/dev/sda", 3), "/dev/sda3");
+        assert_eq!(partition_device("/dev/nvme0n1", 2), "/dev/nvme0n1p2");
+    }
+
+    fn detect(bytes: &[u8]) -> &'static str {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::write(&path, bytes).unwrap();
+        detect_format(&path).unwrap()
+    }
+
+    #[test]
+    fn detect_format_by_magic() {
+        let fixed = [
+            vec![0u8; 4096],
+            vhd::Footer::fixed(4096, 0, [0; 16]).to_bytes().to_vec(),
+        ];
+        assert_eq!(detect(&fixed.concat()), "vpc");
+        assert_eq!(detect(b"conectix and a dynamic header"), "vpc");
+        assert_eq!(detect(b"vhdxfile...."), "vhdx");
+        assert_eq!(detect(b"QFI\xfb\0\0\0\x03"), "qcow2");
+        assert_eq!(detect(&[0u8; 8192]), "raw");
+        assert_eq!(detect(b""), "raw");
+    }
+}
