@@ -26,8 +26,8 @@ const READ_CHUNK: usize = 2 << 20;
 /// Number of paths sent in one `lstatnslist` call during a walk.
 const STAT_BATCH: usize = 1000;
 
-/// GPT type of a BIOS boot partition, which holds GRUB's core image and no
-/// file system.
+/// GPT type of a BIOS boot partition, which contains GRUB's core image and
+/// no file system.
 const GPT_BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
 
 /// A disk image opened read-only in a libguestfs appliance, with its OS file
@@ -78,7 +78,7 @@ impl GuestImage {
         &self.disk
     }
 
-    /// The OS found by inspection, or `None` when the disk holds no OS.
+    /// The OS found by inspection, or `None` when the disk contains no OS.
     pub fn os(&self) -> Option<&OsInfo> {
         self.os.as_ref()
     }
@@ -263,7 +263,7 @@ impl ImageView for GuestImage {
 }
 
 impl GuestImage {
-    /// Whether `path` is a directory, following symlinks.
+    /// Returns whether `path` is a directory, following symlinks.
     fn is_dir(&self, path: &str) -> Result<bool> {
         self.g()
             .is_dir(
@@ -315,7 +315,7 @@ fn meta_of(stat: &StatNS) -> FileMeta {
     }
 }
 
-/// Container format of an image file, told apart by magic bytes.
+/// Container format of an image file, detected from its magic bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Container {
     Raw,
@@ -328,7 +328,7 @@ enum Container {
 }
 
 impl Container {
-    /// The QEMU driver name of the format.
+    /// Returns the QEMU driver name of the format.
     fn qemu_format(self) -> &'static str {
         match self {
             Container::Raw => "raw",
@@ -339,10 +339,10 @@ impl Container {
     }
 }
 
-/// Detects the container format of an image file by its magic bytes, as
-/// QEMU names it: `vpc` for VHD (a `conectix` cookie at offset 0 for a
-/// dynamic disk or in the last 512 bytes for a fixed one), `vhdx`, `qcow2`,
-/// and `raw` for anything else.
+/// Detects the container format of an image file by its magic bytes and
+/// returns QEMU's name for it. A `conectix` cookie at offset 0 (dynamic
+/// VHD) or in the last 512 bytes (fixed VHD) gives `vpc`. The others are
+/// `vhdx`, `qcow2`, and `raw` for anything else.
 pub fn detect_format(path: &Path) -> Result<&'static str> {
     Ok(detect_container(path)?.qemu_format())
 }
@@ -385,8 +385,9 @@ fn detect_container(path: &Path) -> Result<Container> {
 ///
 /// A fixed VHD is opened as raw data limited to the length before the
 /// footer. QEMU 7.2's `vpc` driver instead sizes a fixed VHD from its CHS
-/// geometry unless the footer names a creator it knows, which cuts up to
-/// several MiB off the end of forge's own images.
+/// geometry unless the footer names a creator it recognizes. On a 1 GiB
+/// image with forge's footer that cut 256 KiB, and the backup GPT, off the
+/// end.
 pub fn create_overlay(image: &Path, overlay: &Path) -> Result<()> {
     let image = image
         .canonicalize()
@@ -563,7 +564,7 @@ fn inspect_and_mount(g: &Handle, writable: bool) -> Result<Option<(String, OsInf
         return Ok(None);
     };
     if roots.len() > 1 {
-        tracing::warn!(?roots, chosen = %root, "the disk holds several OS roots");
+        tracing::warn!(?roots, chosen = %root, "the disk contains several OS roots, using the first");
     }
 
     let mut mounts: Vec<(String, String)> = g
