@@ -36,6 +36,35 @@ fn image_without_os_error() {
     assert!(message.contains("no OS found"), "{message}");
 }
 
+/// The test image has a GRUB configuration but no boot loader, so QEMU
+/// runs until the timeout. The image must stay unchanged.
+#[test]
+fn timeout_without_boot_loader() {
+    if !support::tools_present(support::IMAGE_TOOLS) {
+        return;
+    }
+    support::select_libguestfs_accel();
+    let dir = tempfile::tempdir().unwrap();
+    let path = support::make_test_image(dir.path());
+    let before = support::sha256_file(&path);
+
+    for firmware in [Firmware::Bios, Firmware::Uefi] {
+        let started = Instant::now();
+        let error = boot_to_login(&path, firmware, Duration::from_secs(10)).unwrap_err();
+        let message = format!("{error:#}");
+        eprintln!("{firmware:?}: failed after {:?}", started.elapsed());
+        assert!(
+            message.contains("no login prompt"),
+            "{firmware:?}: {message}"
+        );
+    }
+    assert_eq!(
+        support::sha256_file(&path),
+        before,
+        "the image file changed"
+    );
+}
+
 /// Boots the image in `FORGE_BOOT_IMAGE` with the firmware in
 /// `FORGE_BOOT_FIRMWARE` (`bios` or `uefi`, default `bios`).
 #[test]

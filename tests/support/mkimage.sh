@@ -72,6 +72,14 @@ chmod 0640 "$tree/etc/shadow"
 chown 0:42 "$tree/etc/shadow"
 chown -R 1000:1000 "$tree/home/alice"
 ln -s /usr/share/zoneinfo/Etc/UTC "$tree/etc/localtime"
+# A GRUB configuration for the boot harness to edit; no boot loader is
+# installed, so the disk does not boot.
+mkdir -p "$tree/boot/grub"
+cat >"$tree/boot/grub/grub.cfg" <<'GRUB'
+menuentry 'Debian GNU/Linux' {
+	linux /boot/vmlinuz root=UUID=0b6cbb1a-4b1f-4c1e-9d55-6a7e1c2f3a40 ro console=ttyS0 earlyprintk=ttyS0 rootdelay=300
+}
+GRUB
 : >"$tree/var/log/empty.log"
 # A file larger than one libguestfs protocol message (4 MiB), so that
 # reads in chunks are exercised: 5 MiB of a repeating byte pattern.
