@@ -6,6 +6,7 @@
 //! Under TCG a launch takes about 20 s, so open an image once and reuse it.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -25,20 +26,21 @@ const READ_CHUNK: usize = 2 << 20;
 /// Number of paths sent in one `lstatnslist` call during a walk.
 const STAT_BATCH: usize = 1000;
 
-/// GPT type of a BIOS boot partition, which holds GRUB's core image and no
-/// file system.
+/// GPT type of a BIOS boot partition, which contains GRUB's core image and
+/// no file system.
 const GPT_BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
 
 /// A disk image opened read-only in a libguestfs appliance, with its OS file
 /// systems mounted read-only when inspection finds an OS.
 ///
-/// libguestfs puts a temporary overlay over a read-only drive, so nothing is
-/// written to the image file, not even an ext4 journal replay.
+/// The appliance reads the image through a qcow2 overlay from
+/// [`create_overlay`], added as a read-only drive, so nothing is written to
+/// the image file, not even an ext4 journal replay.
 pub struct GuestImage {
     appliance: Appliance,
     disk: DiskFacts,
     os: Option<OsInfo>,
-    /// Scratch folder for file transfers out of the appliance.
+    /// Scratch folder with the qcow2 overlay and file transfers.
     scratch: TempDir,
     walk_cache: RefCell<Option<Vec<WalkEntry>>>,
 }
@@ -48,16 +50,20 @@ impl GuestImage {
     /// and mounts the OS found by inspection.
     pub fn open(path: &Path) -> Result<Self> {
         let format = detect_format(path)?;
-        let appliance = Appliance::launch(path, format, true)?;
+        let scratch = tempfile::Builder::new()
+            .prefix("forge-guestfs-")
+            .tempdir()
+            .context("failed to create a scratch folder for libguestfs")?;
+        let overlay = scratch.path().join("overlay.qcow2");
+        create_overlay(path, &overlay)?;
+
+        let appliance = Appliance::launch(&overlay, "qcow2", true)
+            .with_context(|| format!("failed to open {} in libguestfs", path.display()))?;
         let mut disk = read_disk_facts(&appliance.handle, path)?;
         disk.format = format.to_owned();
         let os = inspect_and_mount(&appliance.handle, false)
             .with_context(|| format!("failed to inspect the OS in {}", path.display()))?
             .map(|(_, os)| os);
-        let scratch = tempfile::Builder::new()
-            .prefix("forge-guestfs-")
-            .tempdir()
-            .context("failed to create a scratch folder for libguestfs transfers")?;
         Ok(Self {
             appliance,
             disk,
@@ -72,7 +78,7 @@ impl GuestImage {
         &self.disk
     }
 
-    /// The OS found by inspection, or `None` when the disk holds no OS.
+    /// The OS found by inspection, or `None` when the disk contains no OS.
     pub fn os(&self) -> Option<&OsInfo> {
         self.os.as_ref()
     }
@@ -135,26 +141,41 @@ impl GuestImage {
     }
 
     fn walk_uncached(&self) -> Result<Vec<WalkEntry>> {
-        let names = self.find_all()?;
-        let mut out = Vec::with_capacity(names.len());
+        // lstatnslist takes plain names inside one directory, so group the
+        // paths by parent.
+        let mut by_parent: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for relative in self.find_all()? {
+            let path = format!("/{relative}");
+            let (parent, name) = split_parent(&path)?;
+            let Some(name) = name else { continue };
+            by_parent
+                .entry(parent.to_owned())
+                .or_default()
+                .push(name.to_owned());
+        }
+
+        let mut out = Vec::new();
         let mut unreadable = 0usize;
-        for batch in names.chunks(STAT_BATCH) {
-            let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
-            let stats = self
-                .g()
-                .lstatnslist("/", &refs)
-                .guest_context(|| format!("lstat {} paths under /", refs.len()))?;
-            for (name, stat) in batch.iter().zip(stats) {
-                // NOTE: a name that is not valid UTF-8 was converted lossily
-                // above, so lstat cannot find it and the walk leaves it out.
-                if stat.st_ino == -1 {
-                    unreadable += 1;
-                    continue;
+        for (parent, names) in &by_parent {
+            for batch in names.chunks(STAT_BATCH) {
+                let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+                let stats = self
+                    .g()
+                    .lstatnslist(parent, &refs)
+                    .guest_context(|| format!("lstat {} names in {parent}", refs.len()))?;
+                for (name, stat) in batch.iter().zip(stats) {
+                    // NOTE: a name that is not valid UTF-8 was converted
+                    // lossily in find_all, so lstat cannot find it and the
+                    // walk leaves it out.
+                    if stat.st_ino == -1 {
+                        unreadable += 1;
+                        continue;
+                    }
+                    out.push(WalkEntry {
+                        path: join_path(parent, name),
+                        meta: meta_of(&stat),
+                    });
                 }
-                out.push(WalkEntry {
-                    path: format!("/{name}"),
-                    meta: meta_of(&stat),
-                });
             }
         }
         if unreadable > 0 {
@@ -242,7 +263,7 @@ impl ImageView for GuestImage {
 }
 
 impl GuestImage {
-    /// Whether `path` is a directory, following symlinks.
+    /// Returns whether `path` is a directory, following symlinks.
     fn is_dir(&self, path: &str) -> Result<bool> {
         self.g()
             .is_dir(
@@ -270,6 +291,14 @@ fn split_parent(path: &str) -> Result<(&str, Option<&str>)> {
     Ok((parent, Some(&trimmed[cut + 1..])))
 }
 
+fn join_path(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
 fn meta_of(stat: &StatNS) -> FileMeta {
     let kind = match stat.st_mode as u32 & libc::S_IFMT {
         libc::S_IFREG => FileKind::File,
@@ -286,14 +315,39 @@ fn meta_of(stat: &StatNS) -> FileMeta {
     }
 }
 
-/// Detects the container format of an image file by its magic bytes, as
-/// QEMU names it: `vpc` for VHD (a `conectix` cookie at offset 0 for a
-/// dynamic disk or in the last 512 bytes for a fixed one), `vhdx`, `qcow2`,
-/// and `raw` for anything else.
-///
-/// QEMU 7.2's `vpc` driver sizes a fixed VHD by the footer's current size,
-/// so the guest sees the disk without the footer.
+/// Container format of an image file, detected from its magic bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Container {
+    Raw,
+    /// Raw data followed by a 512-byte footer with the `conectix` cookie.
+    FixedVhd,
+    /// A `conectix` cookie at offset 0: dynamic or differencing VHD.
+    DynamicVhd,
+    Vhdx,
+    Qcow2,
+}
+
+impl Container {
+    /// Returns the QEMU driver name of the format.
+    fn qemu_format(self) -> &'static str {
+        match self {
+            Container::Raw => "raw",
+            Container::FixedVhd | Container::DynamicVhd => "vpc",
+            Container::Vhdx => "vhdx",
+            Container::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// Detects the container format of an image file by its magic bytes and
+/// returns QEMU's name for it. A `conectix` cookie at offset 0 (dynamic
+/// VHD) or in the last 512 bytes (fixed VHD) gives `vpc`. The others are
+/// `vhdx`, `qcow2`, and `raw` for anything else.
 pub fn detect_format(path: &Path) -> Result<&'static str> {
+    Ok(detect_container(path)?.qemu_format())
+}
+
+fn detect_container(path: &Path) -> Result<Container> {
     let mut file =
         File::open(path).with_context(|| format!("failed to open image {}", path.display()))?;
     let len = file
@@ -305,13 +359,13 @@ pub fn detect_format(path: &Path) -> Result<&'static str> {
         .with_context(|| format!("failed to read the header of {}", path.display()))?;
     let head = &head[..head_len];
     if head.starts_with(vhd::COOKIE) {
-        return Ok("vpc");
+        return Ok(Container::DynamicVhd);
     }
     if head.starts_with(b"vhdxfile") {
-        return Ok("vhdx");
+        return Ok(Container::Vhdx);
     }
     if head.starts_with(b"QFI\xfb") {
-        return Ok("qcow2");
+        return Ok(Container::Qcow2);
     }
     if len >= vhd::FOOTER_LEN as u64 {
         let mut cookie = [0u8; 8];
@@ -319,10 +373,61 @@ pub fn detect_format(path: &Path) -> Result<&'static str> {
             .and_then(|_| file.read_exact(&mut cookie))
             .with_context(|| format!("failed to read the footer of {}", path.display()))?;
         if &cookie == vhd::COOKIE {
-            return Ok("vpc");
+            return Ok(Container::FixedVhd);
         }
     }
-    Ok("raw")
+    Ok(Container::Raw)
+}
+
+/// Creates a qcow2 file at `overlay` backed by `image`, which presents the
+/// disk as a VM would see it, so that QEMU and libguestfs never write to
+/// `image`.
+///
+/// A fixed VHD is opened as raw data limited to the length before the
+/// footer. QEMU 7.2's `vpc` driver instead sizes a fixed VHD from its CHS
+/// geometry unless the footer names a creator it recognizes. On a 1 GiB
+/// image with forge's footer that cut 256 KiB, and the backup GPT, off the
+/// end.
+pub fn create_overlay(image: &Path, overlay: &Path) -> Result<()> {
+    let image = image
+        .canonicalize()
+        .with_context(|| format!("disk image not found: {}", image.display()))?;
+    let container = detect_container(&image)?;
+    let (backing, backing_format) = if container == Container::FixedVhd {
+        let len = std::fs::metadata(&image)?.len();
+        let spec = serde_json::json!({
+            "driver": "raw",
+            "size": len - vhd::FOOTER_LEN as u64,
+            "file": {"driver": "file", "filename": image},
+        });
+        (format!("json:{spec}"), "raw")
+    } else {
+        let path = image.to_str().context("image path is not valid UTF-8")?;
+        (path.to_owned(), container.qemu_format())
+    };
+
+    let output = std::process::Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            backing_format,
+            "-b",
+            &backing,
+        ])
+        .arg(overlay)
+        .output()
+        .context("failed to run qemu-img; is qemu-utils installed?")?;
+    if !output.status.success() {
+        bail!(
+            "qemu-img create -f qcow2 -b {backing} {} failed: {}",
+            overlay.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -459,7 +564,7 @@ fn inspect_and_mount(g: &Handle, writable: bool) -> Result<Option<(String, OsInf
         return Ok(None);
     };
     if roots.len() > 1 {
-        tracing::warn!(?roots, chosen = %root, "the disk holds several OS roots");
+        tracing::warn!(?roots, chosen = %root, "the disk contains several OS roots, using the first");
     }
 
     let mut mounts: Vec<(String, String)> = g
@@ -514,15 +619,17 @@ fn read_os_info(g: &Handle, root: &str) -> Result<OsInfo> {
     })
 }
 
-/// Formats an OS version as the distribution writes it: `12` for Debian 12,
-/// `22.04` for Ubuntu (the minor always has two digits), `9.3` for RHEL.
+/// Formats an OS version as the distribution's `VERSION_ID` writes it:
+/// `12` for Debian (whose point release libguestfs reads as the minor),
+/// `22.04` for Ubuntu, `9.3` or `9.0` for the RHEL family, and the major
+/// version plus any non-zero minor elsewhere.
 fn format_version(family: &str, major: i32, minor: i32) -> String {
-    if family == "ubuntu" {
-        format!("{major}.{minor:02}")
-    } else if minor == 0 {
-        major.to_string()
-    } else {
-        format!("{major}.{minor}")
+    match family {
+        "debian" => major.to_string(),
+        "ubuntu" => format!("{major}.{minor:02}"),
+        "rhel" | "centos" | "rocky" | "almalinux" | "oraclelinux" => format!("{major}.{minor}"),
+        _ if minor == 0 => major.to_string(),
+        _ => format!("{major}.{minor}"),
     }
 }
 
@@ -674,6 +781,9 @@ mod tests {
     #[test]
     fn version_formats_per_distribution() {
         assert_eq!(format_version("debian", 12, 0), "12");
+        assert_eq!(format_version("debian", 12, 5), "12");
+        assert_eq!(format_version("rhel", 9, 0), "9.0");
+        assert_eq!(format_version("fedora", 39, 0), "39");
         assert_eq!(format_version("ubuntu", 22, 4), "22.04");
         assert_eq!(format_version("rhel", 9, 3), "9.3");
     }
