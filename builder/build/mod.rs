@@ -99,7 +99,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         waivers: ctx.recipe.waivers.clone(),
         clamav_db: opts.clamav_db.clone(),
     };
-    let report = progress.step("check the finished disk", || check::check_image(&image, &policy))?;
+    let report = progress.step("check the finished disk", || check::check_image(&image, &policy, false))?;
     if report.verdict == Verdict::NonCompliant {
         print_failures(&report);
         bail!(
@@ -107,7 +107,15 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
             report.rules.iter().filter(|f| f.status == Status::Fail).count()
         );
     }
+    for f in report.rules.iter().filter(|f| f.status == Status::NotRun) {
+        tracing::warn!("rule {} was not run: {}", f.id, f.evidence);
+    }
     let artifacts = progress.step("write outputs", || outputs.finish(report))?;
+    if artifacts.verdict == Verdict::Incomplete {
+        eprintln!(
+            "warning: the image is incomplete, not compliant: some rules could not run (see above)"
+        );
+    }
     eprintln!("build finished in {:.1} s", progress.started.elapsed().as_secs_f64());
     Ok(artifacts)
 }

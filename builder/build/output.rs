@@ -137,6 +137,7 @@ pub fn sha256_sparse(path: &Path) -> Result<String> {
         let data = seek_data(&f, pos).unwrap_or(pos).min(len);
         // Hash the hole [pos, data) from the zero buffer.
         while pos < data {
+            crate::exec::check_interrupted()?;
             let n = (data - pos).min(CHUNK as u64) as usize;
             hasher.update(&zeros[..n]);
             pos += n as u64;
@@ -146,6 +147,7 @@ pub fn sha256_sparse(path: &Path) -> Result<String> {
         }
         let hole = seek_hole(&f, pos).unwrap_or(len).min(len);
         while pos < hole {
+            crate::exec::check_interrupted()?;
             let n = (hole - pos).min(CHUNK as u64) as usize;
             f.read_exact_at(&mut buf[..n], pos)?;
             hasher.update(&buf[..n]);

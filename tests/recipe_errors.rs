@@ -1,0 +1,126 @@
+//! Bad recipes: each is rejected with one message that names the file and
+//! the key or value, and nothing is written to the output folder.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Case {
+    dir: tempfile::TempDir,
+}
+
+impl Case {
+    fn new(recipe: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("r.toml"), recipe).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs `forge build` and returns (exit code, stderr).
+    fn build(&self) -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_forge"))
+            .arg("build")
+            .arg(self.path("r.toml"))
+            .arg("--output")
+            .arg(self.path("out"))
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+const HEAD: &str = "name = \"t\"\nversion = \"1\"\n";
+const BASE: &str = "[base]\ndistro = \"debian\"\nrelease = \"bookworm\"\narch = \"x86_64\"\n";
+
+fn assert_rejected(case: &Case, needles: &[&str]) {
+    let (code, stderr) = case.build();
+    assert_ne!(code, 0, "expected failure, stderr: {stderr}");
+    assert!(stderr.contains("r.toml"), "message does not name the file: {stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "message lacks {n:?}: {stderr}");
+    }
+    assert_eq!(stderr.matches("forge: error").count(), 1, "expected one error: {stderr}");
+    assert_no_outputs(&case.path("out"));
+}
+
+fn assert_no_outputs(out: &Path) {
+    let entries: Vec<_> = fs::read_dir(out).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(entries.is_empty(), "output folder is not empty: {entries:?}");
+}
+
+#[test]
+fn malformed_toml() {
+    let case = Case::new("name = \"t\nversion = 1");
+    assert_rejected(&case, &["line 1"]);
+}
+
+#[test]
+fn unknown_key_names_key_and_position() {
+    let case = Case::new(&format!("{HEAD}{BASE}colour = \"red\"\n"));
+    assert_rejected(&case, &["colour", "line 7", "column 1"]);
+}
+
+#[test]
+fn unknown_key_in_layer() {
+    let case = Case::new(&format!("{HEAD}{BASE}[[layer]]\nname = \"a\"\npackage = [\"x\"]\n"));
+    assert_rejected(&case, &["package"]);
+}
+
+#[test]
+fn missing_overlay_folder() {
+    let case = Case::new(&format!("{HEAD}{BASE}[[layer]]\nname = \"a\"\noverlay = \"nope\"\n"));
+    assert_rejected(&case, &["overlay", "nope", "not found"]);
+}
+
+#[test]
+fn overlay_symlink_pointing_outside() {
+    let case = Case::new(&format!("{HEAD}{BASE}[[layer]]\nname = \"a\"\noverlay = \"ov\"\n"));
+    fs::create_dir_all(case.path("ov/etc")).unwrap();
+    std::os::unix::fs::symlink("../../../secret", case.path("ov/etc/link")).unwrap();
+    assert_rejected(&case, &["symlink", "outside the overlay"]);
+}
+
+#[test]
+fn thirty_two_bit_arch() {
+    let case = Case::new(&format!(
+        "{HEAD}[base]\ndistro = \"debian\"\nrelease = \"bookworm\"\narch = \"i386\"\n"
+    ));
+    assert_rejected(&case, &["i386", "32-bit"]);
+}
+
+#[test]
+fn disk_size_not_whole_mib() {
+    let case = Case::new(&format!("{HEAD}{BASE}[disk]\nsize = 1073741825\n"));
+    assert_rejected(&case, &["disk.size", "whole number of MiB"]);
+}
+
+#[test]
+fn disk_size_over_limit() {
+    let case = Case::new(&format!("{HEAD}{BASE}[disk]\nsize = \"1024GiB\"\n"));
+    assert_rejected(&case, &["disk.size", "1023 GiB"]);
+}
+
+#[test]
+fn waiver_of_unwaivable_rule() {
+    let case = Case::new(&format!(
+        "{HEAD}{BASE}[policy]\nwaive = [{{ rule = \"no-swap\", reason = \"x\" }}]\n"
+    ));
+    assert_rejected(&case, &["no-swap", "cannot be waived"]);
+}
+
+#[test]
+fn missing_recipe_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_forge"))
+        .args(["build", "/nonexistent/recipe.toml", "--output"])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("/nonexistent/recipe.toml"), "{stderr}");
+}
