@@ -35,6 +35,17 @@ enum Command {
         #[arg(long)]
         clamav_db: Option<PathBuf>,
     },
+    /// Check an image against every rule and print the report.
+    Check {
+        /// Image file: fixed or dynamic VHD, VHDX, qcow2 or raw.
+        image: PathBuf,
+        /// Report format on stdout.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// ClamAV signature database folder for the malware scan.
+        #[arg(long)]
+        clamav_db: Option<PathBuf>,
+    },
     /// Internal: run a command inside an image tree (used by forge itself).
     #[command(name = "internal-enter", hide = true)]
     InternalEnter {
@@ -46,6 +57,12 @@ enum Command {
         #[arg(last = true, required = true)]
         argv: Vec<OsString>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 fn init_logging(verbose: u8) {
@@ -60,6 +77,7 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
 }
@@ -99,6 +117,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("sha256 {}", a.sha256);
             println!("report {}", a.json_report.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { image, format, clamav_db } => {
+            let policy = forge::check::Policy { clamav_db, ..Default::default() };
+            let report = match forge::check::check_image(&image, &policy, true) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("forge: error: cannot check {}: {e:#}", image.display());
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            match format {
+                Format::Text => print!("{}", forge::check::report::render_text(&report)),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(ExitCode::from(report.verdict.exit_code() as u8))
         }
         Command::InternalEnter { .. } => unreachable!("handled before logging starts"),
     }

@@ -64,6 +64,19 @@ pub trait ImageView {
         None
     }
 
+    /// Reads many regular files; paths that are missing or not regular
+    /// files are left out of the result. Views where each read is a round
+    /// trip override this to fetch the files in bulk.
+    fn read_many(&self, paths: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            if let Some(bytes) = self.read(p)? {
+                out.push((p.clone(), bytes));
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads a file as text, replacing invalid UTF-8; `Ok(None)` if missing.
     fn read_text(&self, path: &str) -> Result<Option<String>> {
         Ok(self

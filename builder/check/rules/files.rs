@@ -97,6 +97,7 @@ pub fn private_keys_removed(s: &Subject) -> Result<Outcome> {
     let fs = super::linux_tree!(s);
     let packaged = packaged_files(fs)?;
     let mut found = Vec::new();
+    let mut to_read = Vec::new();
     for entry in fs.walk()?.iter().filter(|e| is_key_candidate(e)) {
         if packaged.contains(&entry.path) {
             continue;
@@ -105,12 +106,15 @@ pub fn private_keys_removed(s: &Subject) -> Result<Outcome> {
         if lower.ends_with(".pfx") || lower.ends_with(".p12") {
             found.push(format!("{} (PKCS #12 file)", entry.path));
         } else if entry.meta.size <= MAX_KEY_FILE {
-            let content = fs.read(&entry.path)?.unwrap_or_default();
-            if has_private_key_block(&content) {
-                found.push(format!("{} (private key block)", entry.path));
-            }
+            to_read.push(entry.path.clone());
         }
     }
+    for (path, content) in fs.read_many(&to_read)? {
+        if has_private_key_block(&content) {
+            found.push(format!("{path} (private key block)"));
+        }
+    }
+    found.sort();
     if found.is_empty() {
         Ok(Outcome::pass(format!(
             "no private key block or .pfx/.p12 file outside {} and {} packaged files",
