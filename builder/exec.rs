@@ -68,7 +68,12 @@ impl Output {
 
 impl Cmd {
     pub fn new(program: impl Into<OsString>) -> Self {
-        Self { program: program.into(), args: Vec::new(), envs: Vec::new(), stdin: None }
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            stdin: None,
+        }
     }
 
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
@@ -126,10 +131,12 @@ impl Cmd {
             Some(data) => expr.stdin_bytes(data),
             None => expr.stdin_null(),
         };
-        let handle = expr.start().with_context(|| format!("failed to start `{line}`"))?;
+        let handle = expr
+            .start()
+            .with_context(|| format!("failed to start `{line}`"))?;
         let pids = handle.pids();
         register(&pids);
-        let result = handle.wait().map(|o| o.clone());
+        let result = handle.wait().cloned();
         unregister(&pids);
         let out = result.with_context(|| format!("failed to wait for `{line}`"))?;
         check_interrupted()?;
@@ -140,7 +147,10 @@ impl Cmd {
                 stderr_tail(&out.stderr)
             );
         }
-        Ok(Output { stdout: out.stdout, stderr: out.stderr })
+        Ok(Output {
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
     }
 }
 
@@ -186,7 +196,10 @@ fn stderr_tail(stderr: &[u8]) -> String {
 }
 
 fn quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))

@@ -199,7 +199,9 @@ impl GuestImage {
         out: &mut Vec<(String, Vec<u8>)>,
     ) -> Result<()> {
         let archive = self.scratch.path().join("read-many.tar");
-        let archive_str = archive.to_str().context("scratch path is not valid UTF-8")?;
+        let archive_str = archive
+            .to_str()
+            .context("scratch path is not valid UTF-8")?;
         let opts = guestfs::TarOutOptArgs {
             compress: None,
             numericowner: Some(true),
@@ -219,7 +221,11 @@ impl GuestImage {
             if entry.header().entry_type() != tar::EntryType::Regular {
                 continue;
             }
-            let rel = entry.path()?.to_string_lossy().trim_start_matches("./").to_owned();
+            let rel = entry
+                .path()?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_owned();
             let path = join_path(top, &rel);
             if wanted.contains(path.as_str()) {
                 let mut bytes = Vec::new();

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use forge::build::{self, chroot, BuildOptions};
 
 #[derive(Parser)]
-#[command(name = "forge", version, about = "Build and check Azure Marketplace VM images")]
+#[command(
+    name = "forge",
+    version,
+    about = "Build and check Azure Marketplace VM images"
+)]
 struct Cli {
     /// Log every external command line (repeat for more detail).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -84,7 +88,13 @@ fn init_logging(verbose: u8) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::InternalEnter { tree, env, dev_links, argv } = &cli.command {
+    if let Command::InternalEnter {
+        tree,
+        env,
+        dev_links,
+        argv,
+    } = &cli.command
+    {
         // Only returns on failure: success replaces this process.
         let err = chroot::enter(tree, env, dev_links, argv).unwrap_err();
         eprintln!("forge: {err:#}");
@@ -110,16 +120,32 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Build { recipe, output, cache_dir, clamav_db } => {
-            let opts = BuildOptions { output_dir: output, cache_dir, clamav_db };
+        Command::Build {
+            recipe,
+            output,
+            cache_dir,
+            clamav_db,
+        } => {
+            let opts = BuildOptions {
+                output_dir: output,
+                cache_dir,
+                clamav_db,
+            };
             let a = build::build(&recipe, &opts)?;
             println!("{}", a.vhd.display());
             println!("sha256 {}", a.sha256);
             println!("report {}", a.json_report.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { image, format, clamav_db } => {
-            let policy = forge::check::Policy { clamav_db, ..Default::default() };
+        Command::Check {
+            image,
+            format,
+            clamav_db,
+        } => {
+            let policy = forge::check::Policy {
+                clamav_db,
+                ..Default::default()
+            };
             let report = match forge::check::check_image(&image, &policy, true) {
                 Ok(r) => r,
                 Err(e) => {

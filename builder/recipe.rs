@@ -139,8 +139,13 @@ impl Recipe {
     /// Validates recipe text; `path` locates the file for messages and
     /// overlay folders.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let raw: RawRecipe = toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("{}: invalid recipe: {}", path.display(), e.to_string().trim_end()))?;
+        let raw: RawRecipe = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: invalid recipe: {}",
+                path.display(),
+                e.to_string().trim_end()
+            )
+        })?;
         let file = path.display();
         let recipe_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
 
@@ -150,7 +155,9 @@ impl Recipe {
         let base = validate_base(raw.base).with_context(|| format!("{file}: invalid [base]"))?;
         let disk_size = match raw.disk.and_then(|d| d.size) {
             None => DEFAULT_DISK_SIZE,
-            Some(v) => parse_disk_size(&v).with_context(|| format!("{file}: invalid key `disk.size`"))?,
+            Some(v) => {
+                parse_disk_size(&v).with_context(|| format!("{file}: invalid key `disk.size`"))?
+            }
         };
 
         let mut layers = Vec::new();
@@ -186,7 +193,10 @@ impl Recipe {
 
     /// Units the product declares, for the `minimal-footprint` rule.
     pub fn declared_units(&self) -> Vec<String> {
-        self.layers.iter().flat_map(|l| l.enable.iter().cloned()).collect()
+        self.layers
+            .iter()
+            .flat_map(|l| l.enable.iter().cloned())
+            .collect()
     }
 }
 
@@ -194,7 +204,9 @@ impl Recipe {
 fn check_name(value: &str, key: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
         && !value.starts_with(['.', '-']);
     if !ok {
         bail!(
@@ -210,7 +222,10 @@ fn validate_base(raw: RawBase) -> Result<Base> {
         bail!("distro {:?} is not supported; use \"debian\"", raw.distro);
     }
     if raw.release != "bookworm" {
-        bail!("release {:?} is not supported; use \"bookworm\" (Debian 12)", raw.release);
+        bail!(
+            "release {:?} is not supported; use \"bookworm\" (Debian 12)",
+            raw.release
+        );
     }
     let deb_arch = match raw.arch.as_str() {
         "x86_64" | "amd64" => "amd64",
@@ -307,9 +322,13 @@ fn is_package_spec(p: &str) -> bool {
     };
     let name_ok = name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
     let version_ok = version.is_none_or(|v| {
-        !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+~:-".contains(c))
+        !v.is_empty()
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".+~:-".contains(c))
     });
     name_ok && version_ok
 }
@@ -317,7 +336,8 @@ fn is_package_spec(p: &str) -> bool {
 fn is_unit_name(u: &str) -> bool {
     !u.is_empty()
         && !u.starts_with(['-', '.'])
-        && u.chars().all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c))
+        && u.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c))
 }
 
 /// Checks that the overlay exists and that no symlink in it leaves it.
@@ -326,7 +346,10 @@ fn is_unit_name(u: &str) -> bool {
 /// relative target that climbs above the overlay folder is rejected.
 fn validate_overlay(dir: &Path, as_written: &str) -> Result<PathBuf> {
     let meta = fs::metadata(dir).with_context(|| {
-        format!("overlay folder {as_written:?} not found at {}", dir.display())
+        format!(
+            "overlay folder {as_written:?} not found at {}",
+            dir.display()
+        )
     })?;
     if !meta.is_dir() {
         bail!("overlay {as_written:?} ({}) is not a folder", dir.display());
@@ -352,7 +375,10 @@ fn validate_overlay(dir: &Path, as_written: &str) -> Result<PathBuf> {
                     );
                 }
             } else if !ft.is_file() {
-                bail!("overlay entry {} is not a file, folder or symlink", path.display());
+                bail!(
+                    "overlay entry {} is not a file, folder or symlink",
+                    path.display()
+                );
             }
         }
     }
@@ -387,5 +413,8 @@ fn validate_waiver(raw: RawWaiver) -> Result<Waiver> {
     if raw.reason.trim().is_empty() {
         bail!("waiver of {:?} needs a non-empty reason", raw.rule);
     }
-    Ok(Waiver { rule: raw.rule, reason: raw.reason })
+    Ok(Waiver {
+        rule: raw.rule,
+        reason: raw.reason,
+    })
 }

@@ -29,7 +29,10 @@ impl Case {
             .arg(self.path("out"))
             .output()
             .unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 
@@ -39,17 +42,29 @@ const BASE: &str = "[base]\ndistro = \"debian\"\nrelease = \"bookworm\"\narch = 
 fn assert_rejected(case: &Case, needles: &[&str]) {
     let (code, stderr) = case.build();
     assert_ne!(code, 0, "expected failure, stderr: {stderr}");
-    assert!(stderr.contains("r.toml"), "message does not name the file: {stderr}");
+    assert!(
+        stderr.contains("r.toml"),
+        "message does not name the file: {stderr}"
+    );
     for n in needles {
         assert!(stderr.contains(n), "message lacks {n:?}: {stderr}");
     }
-    assert_eq!(stderr.matches("forge: error").count(), 1, "expected one error: {stderr}");
+    assert_eq!(
+        stderr.matches("forge: error").count(),
+        1,
+        "expected one error: {stderr}"
+    );
     assert_no_outputs(&case.path("out"));
 }
 
 fn assert_no_outputs(out: &Path) {
-    let entries: Vec<_> = fs::read_dir(out).map(|d| d.flatten().collect()).unwrap_or_default();
-    assert!(entries.is_empty(), "output folder is not empty: {entries:?}");
+    let entries: Vec<_> = fs::read_dir(out)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(
+        entries.is_empty(),
+        "output folder is not empty: {entries:?}"
+    );
 }
 
 #[test]
@@ -66,19 +81,25 @@ fn unknown_key_names_key_and_position() {
 
 #[test]
 fn unknown_key_in_layer() {
-    let case = Case::new(&format!("{HEAD}{BASE}[[layer]]\nname = \"a\"\npackage = [\"x\"]\n"));
+    let case = Case::new(&format!(
+        "{HEAD}{BASE}[[layer]]\nname = \"a\"\npackage = [\"x\"]\n"
+    ));
     assert_rejected(&case, &["package"]);
 }
 
 #[test]
 fn missing_overlay_folder() {
-    let case = Case::new(&format!("{HEAD}{BASE}[[layer]]\nname = \"a\"\noverlay = \"nope\"\n"));
+    let case = Case::new(&format!(
+        "{HEAD}{BASE}[[layer]]\nname = \"a\"\noverlay = \"nope\"\n"
+    ));
     assert_rejected(&case, &["overlay", "nope", "not found"]);
 }
 
 #[test]
 fn overlay_symlink_pointing_outside() {
-    let case = Case::new(&format!("{HEAD}{BASE}[[layer]]\nname = \"a\"\noverlay = \"ov\"\n"));
+    let case = Case::new(&format!(
+        "{HEAD}{BASE}[[layer]]\nname = \"a\"\noverlay = \"ov\"\n"
+    ));
     fs::create_dir_all(case.path("ov/etc")).unwrap();
     std::os::unix::fs::symlink("../../../secret", case.path("ov/etc/link")).unwrap();
     assert_rejected(&case, &["symlink", "outside the overlay"]);

@@ -60,7 +60,11 @@ impl Mirrors {
 /// `mirror` taking the place of the main one.
 pub fn find_mirrors(release: &str, recipe_mirror: Option<&str>) -> Result<Mirrors> {
     let mut entries = Vec::new();
-    for dir_entry in fs::read_dir("/etc/apt/sources.list.d").into_iter().flatten().flatten() {
+    for dir_entry in fs::read_dir("/etc/apt/sources.list.d")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let path = dir_entry.path();
         let text = fs::read_to_string(&path).unwrap_or_default();
         match path.extension().and_then(|e| e.to_str()) {
@@ -72,9 +76,15 @@ pub fn find_mirrors(release: &str, recipe_mirror: Option<&str>) -> Result<Mirror
     if let Ok(text) = fs::read_to_string("/etc/apt/sources.list") {
         entries.extend(parse_one_line(&text));
     }
-    let host_main = entries.iter().find(|(_, s)| s == release).map(|(u, _)| u.clone());
+    let host_main = entries
+        .iter()
+        .find(|(_, s)| s == release)
+        .map(|(u, _)| u.clone());
     let security_suite = format!("{release}-security");
-    let host_security = entries.iter().find(|(_, s)| *s == security_suite).map(|(u, _)| u.clone());
+    let host_security = entries
+        .iter()
+        .find(|(_, s)| *s == security_suite)
+        .map(|(u, _)| u.clone());
 
     let main = match (recipe_mirror, host_main) {
         (Some(m), _) => m.to_string(),
@@ -87,7 +97,10 @@ pub fn find_mirrors(release: &str, recipe_mirror: Option<&str>) -> Result<Mirror
     let security = host_security.with_context(|| {
         format!("no apt source for {security_suite} in /etc/apt/sources.list(.d); add one so the image gets security updates")
     })?;
-    Ok(Mirrors { main: main.trim_end_matches('/').into(), security: security.trim_end_matches('/').into() })
+    Ok(Mirrors {
+        main: main.trim_end_matches('/').into(),
+        security: security.trim_end_matches('/').into(),
+    })
 }
 
 /// (URI, suite) pairs of `deb` entries in deb822 format.
@@ -105,7 +118,9 @@ fn parse_deb822(text: &str) -> Vec<(String, String)> {
         if !(enabled && is_deb) {
             continue;
         }
-        let (Some(uris), Some(suites)) = (field("URIs"), field("Suites")) else { continue };
+        let (Some(uris), Some(suites)) = (field("URIs"), field("Suites")) else {
+            continue;
+        };
         for uri in uris.split_whitespace() {
             for suite in suites.split_whitespace() {
                 out.push((uri.to_string(), suite.to_string()));
@@ -138,9 +153,22 @@ pub fn run(ctx: &BuildContext) -> Result<()> {
     fs::create_dir_all(&cache).with_context(|| format!("failed to create {}", cache.display()))?;
 
     let mut cmd = Cmd::new("unshare")
-        .args(["--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "--"])
+        .args([
+            "--mount",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--propagation",
+            "private",
+            "--",
+        ])
         .arg("mmdebstrap")
-        .args(["--mode=root", "--variant=apt", "--format=directory", "--components=main"])
+        .args([
+            "--mode=root",
+            "--variant=apt",
+            "--format=directory",
+            "--components=main",
+        ])
         .arg(format!("--architectures={}", base.deb_arch))
         .arg(format!("--include={}", BASE_PACKAGES.join(",")))
         // The package index stays in the image: the check pass compares the
@@ -148,12 +176,21 @@ pub fn run(ctx: &BuildContext) -> Result<()> {
         .arg("--skip=cleanup/apt/lists")
         .arg("--skip=download/empty")
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives")
-        .arg(format!("--setup-hook=sync-in {} /var/cache/apt/archives", cache.display()))
-        .arg(format!("--customize-hook=sync-out /var/cache/apt/archives {}", cache.display()));
+        .arg(format!(
+            "--setup-hook=sync-in {} /var/cache/apt/archives",
+            cache.display()
+        ))
+        .arg(format!(
+            "--customize-hook=sync-out /var/cache/apt/archives {}",
+            cache.display()
+        ));
     if host_skips_valid_until() {
         cmd = cmd.arg("--aptopt=Acquire::Check-Valid-Until \"false\"");
     }
-    cmd = cmd.arg(&base.release).arg(&ctx.tree).args(mirrors.source_lines(&base.release));
+    cmd = cmd
+        .arg(&base.release)
+        .arg(&ctx.tree)
+        .args(mirrors.source_lines(&base.release));
     cmd.run().context("bootstrap with mmdebstrap failed")?;
     Ok(())
 }
@@ -183,12 +220,18 @@ mod tests {
                     Types: deb\nURIs: http://m/debian-security\nSuites: bookworm-security\n";
         let e = parse_deb822(text);
         assert!(e.contains(&("http://m/debian".into(), "bookworm".into())));
-        assert!(e.contains(&("http://m/debian-security".into(), "bookworm-security".into())));
+        assert!(e.contains(&(
+            "http://m/debian-security".into(),
+            "bookworm-security".into()
+        )));
     }
 
     #[test]
     fn one_line_entries_skip_options_and_src() {
         let text = "deb [arch=amd64] http://m/debian bookworm main\ndeb-src http://m/debian bookworm main\n";
-        assert_eq!(parse_one_line(text), vec![("http://m/debian".into(), "bookworm".into())]);
+        assert_eq!(
+            parse_one_line(text),
+            vec![("http://m/debian".into(), "bookworm".into())]
+        );
     }
 }

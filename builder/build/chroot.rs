@@ -7,7 +7,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -18,7 +18,10 @@ pub const ENTER_SUBCOMMAND: &str = "internal-enter";
 
 /// Environment every command inside the tree starts with.
 const BASE_ENV: &[(&str, &str)] = &[
-    ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
     ("HOME", "/root"),
     ("LANG", "C.UTF-8"),
     ("DEBIAN_FRONTEND", "noninteractive"),
@@ -43,7 +46,15 @@ pub fn command_with_dev_links(
 ) -> Result<Cmd> {
     let exe = std::env::current_exe().context("failed to find forge's own executable")?;
     let mut cmd = Cmd::new("unshare")
-        .args(["--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "--"])
+        .args([
+            "--mount",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--propagation",
+            "private",
+            "--",
+        ])
         .arg(exe)
         .arg(ENTER_SUBCOMMAND)
         .arg(tree);
@@ -64,7 +75,9 @@ pub fn enter(tree: &Path, env: &[String], dev_links: &[String], argv: &[OsString
     }
     mount_api_filesystems(tree)?;
     for link in dev_links {
-        let (name, target) = link.split_once('=').context("--dev-link needs NAME=TARGET")?;
+        let (name, target) = link
+            .split_once('=')
+            .context("--dev-link needs NAME=TARGET")?;
         if name.split('/').any(|c| c == "..") {
             bail!("--dev-link name {name:?} leaves /dev");
         }
@@ -100,23 +113,69 @@ pub fn enter(tree: &Path, env: &[String], dev_links: &[String], argv: &[OsString
 
 fn mount_api_filesystems(tree: &Path) -> Result<()> {
     let dev = tree.join("dev");
-    mount("tmpfs", &dev, "tmpfs", libc::MS_NOSUID, "mode=0755,size=16m")?;
-    for (name, major, minor) in
-        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-    {
+    mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        libc::MS_NOSUID,
+        "mode=0755,size=16m",
+    )?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
         mknod(&dev.join(name), major, minor)?;
     }
     std::fs::create_dir_all(dev.join("pts"))?;
-    mount("devpts", &dev.join("pts"), "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")?;
+    mount(
+        "devpts",
+        &dev.join("pts"),
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )?;
     std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx"))?;
-    for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         std::os::unix::fs::symlink(target, dev.join(name))?;
     }
     std::fs::create_dir_all(dev.join("shm"))?;
-    mount("tmpfs", &dev.join("shm"), "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777")?;
-    mount("proc", &tree.join("proc"), "proc", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "")?;
-    mount("sysfs", &tree.join("sys"), "sysfs", libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "")?;
-    mount("tmpfs", &tree.join("run"), "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755")?;
+    mount(
+        "tmpfs",
+        &dev.join("shm"),
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=1777",
+    )?;
+    mount(
+        "proc",
+        &tree.join("proc"),
+        "proc",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "",
+    )?;
+    mount(
+        "sysfs",
+        &tree.join("sys"),
+        "sysfs",
+        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "",
+    )?;
+    mount(
+        "tmpfs",
+        &tree.join("run"),
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=0755",
+    )?;
     Ok(())
 }
 
@@ -124,11 +183,31 @@ fn cstring(s: &OsStr) -> Result<CString> {
     CString::new(s.as_bytes()).context("path contains a NUL byte")
 }
 
-fn mount(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: &str) -> Result<()> {
-    std::fs::create_dir_all(target).with_context(|| format!("failed to create {}", target.display()))?;
-    let (src, tgt, fs, dat) = (cstring(OsStr::new(source))?, cstring(target.as_os_str())?, cstring(OsStr::new(fstype))?, cstring(OsStr::new(data))?);
+fn mount(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(target)
+        .with_context(|| format!("failed to create {}", target.display()))?;
+    let (src, tgt, fs, dat) = (
+        cstring(OsStr::new(source))?,
+        cstring(target.as_os_str())?,
+        cstring(OsStr::new(fstype))?,
+        cstring(OsStr::new(data))?,
+    );
     // SAFETY: all pointers are valid NUL-terminated strings for the call.
-    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), flags, dat.as_ptr().cast()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fs.as_ptr(),
+            flags,
+            dat.as_ptr().cast(),
+        )
+    };
     if rc != 0 {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("failed to mount {fstype} on {}", target.display()));
@@ -136,10 +215,16 @@ fn mount(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: 
     Ok(())
 }
 
-fn mknod(path: &PathBuf, major: u32, minor: u32) -> Result<()> {
+fn mknod(path: &Path, major: u32, minor: u32) -> Result<()> {
     let p = cstring(path.as_os_str())?;
     // SAFETY: valid path string; makedev only combines numbers.
-    let rc = unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(major, minor)) };
+    let rc = unsafe {
+        libc::mknod(
+            p.as_ptr(),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(major, minor),
+        )
+    };
     if rc != 0 {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("failed to create device {}", path.display()));

@@ -49,7 +49,14 @@ fn derived_uuid(seed: &str, label: &str) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 impl DiskIds {
@@ -98,8 +105,12 @@ fn copy_grub_modules(t: &Path, platform: &str) -> Result<()> {
     let src = tree::resolve_all(t, &format!("/usr/lib/grub/{platform}"))?;
     let dst = tree::resolve_all(t, &format!("/boot/grub/{platform}"))?;
     fs::create_dir_all(&dst)?;
-    let entries = fs::read_dir(&src)
-        .with_context(|| format!("GRUB files for {platform} missing in the image ({})", src.display()))?;
+    let entries = fs::read_dir(&src).with_context(|| {
+        format!(
+            "GRUB files for {platform} missing in the image ({})",
+            src.display()
+        )
+    })?;
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
@@ -119,12 +130,18 @@ fn generate_grub_cfg(ctx: &BuildContext, ids: &DiskIds) -> Result<()> {
     let saved = "/usr/sbin/grub-probe.forge-saved";
     let probe_host = tree::resolve_parent(&ctx.tree, probe)?;
     let saved_host = tree::resolve_parent(&ctx.tree, saved)?;
-    ensure!(probe_host.is_file(), "grub-probe is missing in the image; is grub2-common installed?");
+    ensure!(
+        probe_host.is_file(),
+        "grub-probe is missing in the image; is grub2-common installed?"
+    );
     fs::rename(&probe_host, &saved_host)?;
     let result = (|| -> Result<()> {
         tree::write(&ctx.tree, probe, probe_stand_in(ids).as_bytes(), 0o755)?;
         let argv = ["grub-mkconfig", "-o", "/boot/grub/grub.cfg"].map(String::from);
-        let by_uuid = vec![(format!("disk/by-uuid/{}", ids.root_fs_uuid), "../../null".to_string())];
+        let by_uuid = vec![(
+            format!("disk/by-uuid/{}", ids.root_fs_uuid),
+            "../../null".to_string(),
+        )];
         chroot::command_with_dev_links(&ctx.tree, &argv, &[], &by_uuid)?
             .run()
             .context("grub-mkconfig failed")?;
@@ -175,10 +192,23 @@ fn make_grub_images(ctx: &BuildContext, ids: &DiskIds) -> Result<()> {
         "search.fs_uuid {} root\nset prefix=($root)/boot/grub\n",
         ids.root_fs_uuid
     );
-    tree::write(&ctx.tree, "/boot/grub/forge-early.cfg", early.as_bytes(), 0o644)?;
+    tree::write(
+        &ctx.tree,
+        "/boot/grub/forge-early.cfg",
+        early.as_bytes(),
+        0o644,
+    )?;
     let images: [(&str, &str, &[&str]); 2] = [
-        ("i386-pc", "/boot/grub/i386-pc/core.img", &["biosdisk", "part_gpt", "ext2", "search_fs_uuid"]),
-        ("x86_64-efi", "/boot/grub/x86_64-efi/grubx64.efi", &["part_gpt", "ext2", "fat", "search_fs_uuid"]),
+        (
+            "i386-pc",
+            "/boot/grub/i386-pc/core.img",
+            &["biosdisk", "part_gpt", "ext2", "search_fs_uuid"],
+        ),
+        (
+            "x86_64-efi",
+            "/boot/grub/x86_64-efi/grubx64.efi",
+            &["part_gpt", "ext2", "fat", "search_fs_uuid"],
+        ),
     ];
     for (platform, output, modules) in images {
         let mut argv: Vec<String> = vec![
@@ -208,9 +238,15 @@ pub fn assemble(ctx: &BuildContext, ids: &DiskIds, image: &Path) -> Result<()> {
     let size = ctx.recipe.disk_size;
     let total_sectors = size / SECTOR;
     let root_end = total_sectors - GPT_BACKUP_SECTORS - 1;
-    ensure!(root_end > ROOT_START + 2048, "disk size {size} is too small for the layout");
+    ensure!(
+        root_end > ROOT_START + 2048,
+        "disk size {size} is too small for the layout"
+    );
 
-    let f = OpenOptions::new().create_new(true).write(true).open(image)
+    let f = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(image)
         .with_context(|| format!("failed to create {}", image.display()))?;
     f.set_len(size)?;
     drop(f);
@@ -218,9 +254,15 @@ pub fn assemble(ctx: &BuildContext, ids: &DiskIds, image: &Path) -> Result<()> {
     Cmd::new("sgdisk")
         .args(["--zap-all", "--set-alignment=2048"])
         .arg(format!("--disk-guid={}", ids.disk_guid))
-        .arg(format!("--new={BIOS_PART}:{BIOS_BOOT_START}:{}", ESP_START - 1))
+        .arg(format!(
+            "--new={BIOS_PART}:{BIOS_BOOT_START}:{}",
+            ESP_START - 1
+        ))
         .arg(format!("--typecode={BIOS_PART}:EF02"))
-        .arg(format!("--partition-guid={BIOS_PART}:{}", ids.bios_part_guid))
+        .arg(format!(
+            "--partition-guid={BIOS_PART}:{}",
+            ids.bios_part_guid
+        ))
         .arg(format!("--change-name={BIOS_PART}:bios-boot"))
         .arg(format!("--new={ESP_PART}:{ESP_START}:{}", ROOT_START - 1))
         .arg(format!("--typecode={ESP_PART}:EF00"))
@@ -228,7 +270,10 @@ pub fn assemble(ctx: &BuildContext, ids: &DiskIds, image: &Path) -> Result<()> {
         .arg(format!("--change-name={ESP_PART}:efi"))
         .arg(format!("--new={ROOT_PART}:{ROOT_START}:{root_end}"))
         .arg(format!("--typecode={ROOT_PART}:8304"))
-        .arg(format!("--partition-guid={ROOT_PART}:{}", ids.root_part_guid))
+        .arg(format!(
+            "--partition-guid={ROOT_PART}:{}",
+            ids.root_part_guid
+        ))
         .arg(format!("--change-name={ROOT_PART}:root"))
         .arg(image)
         .run()
@@ -270,7 +315,16 @@ fn make_root_fs(ctx: &BuildContext, ids: &DiskIds, image: &Path, root_end: u64) 
     let sectors = root_end + 1 - ROOT_START;
     let size_kib = sectors * SECTOR / 4096 * 4;
     Cmd::new("mkfs.ext4")
-        .args(["-F", "-q", "-b", "4096", "-L", "root", "-U", &ids.root_fs_uuid])
+        .args([
+            "-F",
+            "-q",
+            "-b",
+            "4096",
+            "-L",
+            "root",
+            "-U",
+            &ids.root_fs_uuid,
+        ])
         .arg("-E")
         .arg(format!(
             "offset={},hash_seed={},nodiscard,lazy_itable_init=1,root_owner=0:0",
@@ -290,12 +344,22 @@ fn make_root_fs(ctx: &BuildContext, ids: &DiskIds, image: &Path, root_end: u64) 
 /// boot.img in the first sector, pointing at core.img, which fills the
 /// start of the BIOS boot partition and lists the sectors that follow.
 fn install_bios_boot(ctx: &BuildContext, image: &Path) -> Result<()> {
-    let boot_img = fs::read(tree::resolve_all(&ctx.tree, "/usr/lib/grub/i386-pc/boot.img")?)?;
+    let boot_img = fs::read(tree::resolve_all(
+        &ctx.tree,
+        "/usr/lib/grub/i386-pc/boot.img",
+    )?)?;
     let mut core = fs::read(tree::resolve_all(&ctx.tree, "/boot/grub/i386-pc/core.img")?)?;
-    ensure!(boot_img.len() == 512, "boot.img is {} bytes, expected 512", boot_img.len());
+    ensure!(
+        boot_img.len() == 512,
+        "boot.img is {} bytes, expected 512",
+        boot_img.len()
+    );
     let core_sectors = (core.len() as u64).div_ceil(SECTOR);
     if core_sectors > BIOS_BOOT_SECTORS {
-        bail!("core.img ({} bytes) does not fit the BIOS boot partition", core.len());
+        bail!(
+            "core.img ({} bytes) does not fit the BIOS boot partition",
+            core.len()
+        );
     }
     core.resize((core_sectors * SECTOR) as usize, 0);
     patch_core_blocklist(&mut core, BIOS_BOOT_START, core_sectors)?;
@@ -343,7 +407,10 @@ fn patch_core_blocklist(core: &mut [u8], first_sector: u64, sectors: u64) -> Res
     const ENTRY: usize = 12;
     let at = 512 - ENTRY;
     let segment = u16::from_le_bytes([core[at + 10], core[at + 11]]);
-    ensure!(segment == 0x820, "core.img has an unexpected block list (segment {segment:#x})");
+    ensure!(
+        segment == 0x820,
+        "core.img has an unexpected block list (segment {segment:#x})"
+    );
     core[at..at + 8].copy_from_slice(&(first_sector + 1).to_le_bytes());
     core[at + 8..at + 10].copy_from_slice(&((sectors - 1) as u16).to_le_bytes());
     // The entry before is the list's terminator.

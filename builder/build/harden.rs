@@ -55,13 +55,17 @@ const FIREWALL_UNITS: &[&str] = &[
     "ip6tables.service",
 ];
 
+type Step = fn(&BuildContext) -> Result<()>;
+
 /// Runs every hardening step on the tree.
 pub fn run(ctx: &BuildContext) -> Result<()> {
-    let steps: &[(&str, fn(&BuildContext) -> Result<()>)] = &[
+    let steps: &[(&str, Step)] = &[
         ("sshd settings", sshd_settings),
         ("agent settings", agent_settings),
         ("files with keys and histories", remove_user_files),
-        ("SSH host keys", |c| remove_glob(&c.tree, "/etc/ssh", "ssh_host_")),
+        ("SSH host keys", |c| {
+            remove_glob(&c.tree, "/etc/ssh", "ssh_host_")
+        }),
         ("self-signed key of ssl-cert", remove_snakeoil),
         ("logs", clear_logs),
         ("machine id", reset_machine_id),
@@ -90,14 +94,21 @@ fn sshd_settings(ctx: &BuildContext) -> Result<()> {
         Some(i) if current.starts_with("# Set by forge") => &current[i + SSHD_BLOCK_END.len()..],
         _ => current.as_str(),
     };
-    tree::write(&ctx.tree, path, format!("{SSHD_BLOCK}{rest}").as_bytes(), 0o644)
+    tree::write(
+        &ctx.tree,
+        path,
+        format!("{SSHD_BLOCK}{rest}").as_bytes(),
+        0o644,
+    )
 }
 
 /// The agent rewrites sshd's ClientAliveInterval at provisioning from
 /// `OS.SshClientAliveInterval`, so that value must be 180 as well.
 fn agent_settings(ctx: &BuildContext) -> Result<()> {
     let path = "/etc/waagent.conf";
-    let Some(text) = tree::read(&ctx.tree, path)? else { return Ok(()) };
+    let Some(text) = tree::read(&ctx.tree, path)? else {
+        return Ok(());
+    };
     let mut out: Vec<String> = Vec::new();
     let mut seen = false;
     for line in text.lines() {
@@ -115,7 +126,10 @@ fn agent_settings(ctx: &BuildContext) -> Result<()> {
 }
 
 /// Walks the image state (not `/usr`), calling `f` for each entry.
-fn walk_state(ctx: &BuildContext, f: &mut dyn FnMut(&str, &fs::Metadata) -> Result<()>) -> Result<()> {
+fn walk_state(
+    ctx: &BuildContext,
+    f: &mut dyn FnMut(&str, &fs::Metadata) -> Result<()>,
+) -> Result<()> {
     for top in fs::read_dir(&ctx.tree)? {
         let name = format!("/{}", top?.file_name().to_string_lossy());
         if SKIP_WALK.contains(&name.as_str()) {
@@ -176,13 +190,19 @@ fn clear_logs(ctx: &BuildContext) -> Result<()> {
     for path in files {
         let rotated = path.ends_with(".gz")
             || path.ends_with(".old")
-            || path.rsplit('.').next().is_some_and(|s| s.chars().all(|c| c.is_ascii_digit()));
+            || path
+                .rsplit('.')
+                .next()
+                .is_some_and(|s| s.chars().all(|c| c.is_ascii_digit()));
         let host = tree::resolve_parent(&ctx.tree, &path)?;
         let is_link = fs::symlink_metadata(&host)?.file_type().is_symlink();
         if rotated || is_link {
             tree::remove(&ctx.tree, &path)?;
         } else {
-            fs::OpenOptions::new().write(true).truncate(true).open(&host)?;
+            fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&host)?;
         }
     }
     Ok(())
@@ -204,7 +224,10 @@ fn clear_provisioning_state(ctx: &BuildContext) -> Result<()> {
     for dir in ["/var/lib/cloud", "/var/lib/waagent", "/var/lib/dhclient"] {
         remove_glob(&ctx.tree, dir, "")?;
     }
-    for (dir, needle) in [("/var/lib/dhcp", ".lease"), ("/var/lib/NetworkManager", ".lease")] {
+    for (dir, needle) in [
+        ("/var/lib/dhcp", ".lease"),
+        ("/var/lib/NetworkManager", ".lease"),
+    ] {
         let host = tree::resolve_all(&ctx.tree, dir)?;
         for entry in fs::read_dir(&host).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -239,17 +262,34 @@ fn network_defaults(ctx: &BuildContext) -> Result<()> {
         0o644,
     )?;
     let static_markers: &[(&str, &[&str])] = &[
-        ("/etc/network/interfaces.d", &["inet static", "inet6 static", "hwaddress"]),
+        (
+            "/etc/network/interfaces.d",
+            &["inet static", "inet6 static", "hwaddress"],
+        ),
         ("/etc/systemd/network", &["Address=", "MACAddress="]),
         ("/etc/netplan", &["addresses:", "macaddress:"]),
-        ("/etc/NetworkManager/system-connections", &["address1=", "mac-address="]),
-        ("/etc/sysconfig/network-scripts", &["IPADDR=", "HWADDR=", "MACADDR=", "BOOTPROTO=static", "BOOTPROTO=none"]),
+        (
+            "/etc/NetworkManager/system-connections",
+            &["address1=", "mac-address="],
+        ),
+        (
+            "/etc/sysconfig/network-scripts",
+            &[
+                "IPADDR=",
+                "HWADDR=",
+                "MACADDR=",
+                "BOOTPROTO=static",
+                "BOOTPROTO=none",
+            ],
+        ),
     ];
     for (dir, markers) in static_markers {
         let host = tree::resolve_all(t, dir)?;
         for entry in fs::read_dir(&host).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let text = tree::read(t, &format!("{dir}/{name}")).unwrap_or_default().unwrap_or_default();
+            let text = tree::read(t, &format!("{dir}/{name}"))
+                .unwrap_or_default()
+                .unwrap_or_default();
             if markers.iter().any(|m| text.contains(m)) {
                 tracing::info!("hardening: removing static network config {dir}/{name}");
                 tree::remove(t, &format!("{dir}/{name}"))?;
@@ -267,9 +307,8 @@ fn remove_swap(ctx: &BuildContext) -> Result<()> {
     walk_state(ctx, &mut |path, meta| {
         let name = path.rsplit('/').next().unwrap_or("");
         let unit_dir = path.starts_with("/etc/systemd/system");
-        if unit_dir && name.ends_with(".swap") {
-            doomed.push(path.to_string());
-        } else if meta.is_file() && meta.len() >= 40960 && has_swap_signature(t, path) {
+        let swap_unit = unit_dir && name.ends_with(".swap");
+        if swap_unit || (meta.is_file() && meta.len() >= 40960 && has_swap_signature(t, path)) {
             doomed.push(path.to_string());
         }
         Ok(())
@@ -283,8 +322,12 @@ fn remove_swap(ctx: &BuildContext) -> Result<()> {
 
 fn has_swap_signature(t: &std::path::Path, path: &str) -> bool {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(host) = tree::resolve_parent(t, path) else { return false };
-    let Ok(mut f) = fs::File::open(host) else { return false };
+    let Ok(host) = tree::resolve_parent(t, path) else {
+        return false;
+    };
+    let Ok(mut f) = fs::File::open(host) else {
+        return false;
+    };
     let mut magic = [0u8; 10];
     f.seek(SeekFrom::Start(4086)).is_ok()
         && f.read_exact(&mut magic).is_ok()
@@ -294,7 +337,9 @@ fn has_swap_signature(t: &std::path::Path, path: &str) -> bool {
 /// Replaces every password that is not a lock marker with `*`.
 fn lock_accounts(ctx: &BuildContext) -> Result<()> {
     let path = "/etc/shadow";
-    let Some(text) = tree::read(&ctx.tree, path)? else { return Ok(()) };
+    let Some(text) = tree::read(&ctx.tree, path)? else {
+        return Ok(());
+    };
     let mut out = String::new();
     for line in text.lines() {
         let mut fields: Vec<&str> = line.split(':').collect();
@@ -310,7 +355,12 @@ fn lock_accounts(ctx: &BuildContext) -> Result<()> {
 }
 
 fn disable_firewall(ctx: &BuildContext) -> Result<()> {
-    if ctx.recipe.waivers.iter().any(|w| w.rule == "firewall-disabled") {
+    if ctx
+        .recipe
+        .waivers
+        .iter()
+        .any(|w| w.rule == "firewall-disabled")
+    {
         tracing::info!("hardening: firewall left as the layers set it (waived)");
         return Ok(());
     }
@@ -346,15 +396,26 @@ fn kernel_cmdline(ctx: &BuildContext) -> Result<()> {
          GRUB_SERIAL_COMMAND=\"serial --speed=115200\"\n\
          GRUB_DISABLE_OS_PROBER=true\n"
     );
-    tree::write(&ctx.tree, "/etc/default/grub.d/zz-forge.cfg", cfg.as_bytes(), 0o644)
+    tree::write(
+        &ctx.tree,
+        "/etc/default/grub.d/zz-forge.cfg",
+        cfg.as_bytes(),
+        0o644,
+    )
 }
 
 fn sysctl_baseline(ctx: &BuildContext) -> Result<()> {
-    let mut text = String::from("# Set by forge: kernel network settings of the hardening baseline.\n");
+    let mut text =
+        String::from("# Set by forge: kernel network settings of the hardening baseline.\n");
     for (k, v) in SYSCTL_BASELINE {
         text.push_str(&format!("{k} = {v}\n"));
     }
-    tree::write(&ctx.tree, "/etc/sysctl.d/zz-forge-baseline.conf", text.as_bytes(), 0o644)
+    tree::write(
+        &ctx.tree,
+        "/etc/sysctl.d/zz-forge-baseline.conf",
+        text.as_bytes(),
+        0o644,
+    )
 }
 
 fn file_modes(ctx: &BuildContext) -> Result<()> {
@@ -362,7 +423,10 @@ fn file_modes(ctx: &BuildContext) -> Result<()> {
     let group = tree::read(&ctx.tree, "/etc/group")?.unwrap_or_default();
     let shadow_gid = group
         .lines()
-        .find_map(|l| l.strip_prefix("shadow:x:").and_then(|r| r.split(':').next()))
+        .find_map(|l| {
+            l.strip_prefix("shadow:x:")
+                .and_then(|r| r.split(':').next())
+        })
         .and_then(|g| g.parse::<u32>().ok())
         .unwrap_or(0);
     for path in ["/etc/shadow", "/etc/gshadow"] {

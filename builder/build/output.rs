@@ -24,7 +24,12 @@ pub struct Pending {
 
 impl Pending {
     pub fn new(dir: &Path, stem: &str) -> Self {
-        Self { dir: dir.to_path_buf(), stem: stem.to_string(), temps: Vec::new(), finished: false }
+        Self {
+            dir: dir.to_path_buf(),
+            stem: stem.to_string(),
+            temps: Vec::new(),
+            finished: false,
+        }
     }
 
     fn temp(&mut self, suffix: &str) -> PathBuf {
@@ -70,7 +75,13 @@ impl Pending {
         fs::rename(&vhd_tmp, &vhd)?;
         sync_dir(&self.dir);
         self.finished = true;
-        Ok(Artifacts { vhd, json_report, text_report, sha256: report.sha256, verdict: report.verdict })
+        Ok(Artifacts {
+            vhd,
+            json_report,
+            text_report,
+            sha256: report.sha256,
+            verdict: report.verdict,
+        })
     }
 }
 
@@ -86,7 +97,8 @@ impl Drop for Pending {
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
-    let mut f = fs::File::create(path).with_context(|| format!("failed to write {}", path.display()))?;
+    let mut f =
+        fs::File::create(path).with_context(|| format!("failed to write {}", path.display()))?;
     f.write_all(data)?;
     f.sync_all()?;
     Ok(())
@@ -154,7 +166,11 @@ pub fn sha256_sparse(path: &Path) -> Result<String> {
             pos += n as u64;
         }
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn seek_data(f: &fs::File, from: u64) -> Option<u64> {
@@ -181,12 +197,14 @@ mod tests {
     fn sparse_hash_matches_plain_hash() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        let mut f = fs::File::create(&p).unwrap();
+        let f = fs::File::create(&p).unwrap();
         f.set_len(20 << 20).unwrap();
         f.write_all_at(b"hello", 9 << 20).unwrap();
         f.write_all_at(b"end", (20 << 20) - 3).unwrap();
-        let plain: String =
-            Sha256::digest(fs::read(&p).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
+        let plain: String = Sha256::digest(fs::read(&p).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(sha256_sparse(&p).unwrap(), plain);
     }
 }

@@ -20,7 +20,9 @@ const MAX_LINKS: usize = 40;
 pub fn resolve_parent(tree: &Path, path: &str) -> Result<PathBuf> {
     let p = Path::new(path);
     let parent = p.parent().unwrap_or(Path::new("/"));
-    let name = p.file_name().with_context(|| format!("{path} has no file name"))?;
+    let name = p
+        .file_name()
+        .with_context(|| format!("{path} has no file name"))?;
     Ok(resolve(tree, parent, 0)?.join(name))
 }
 
@@ -48,7 +50,10 @@ fn resolve(tree: &Path, path: &Path, depth: usize) -> Result<PathBuf> {
             Ok(m) if m.file_type().is_symlink() => {
                 links += 1;
                 if links > MAX_LINKS {
-                    bail!("too many levels of symlinks at {} in the image", candidate.display());
+                    bail!(
+                        "too many levels of symlinks at {} in the image",
+                        candidate.display()
+                    );
                 }
                 let target = fs::read_link(&host)?;
                 if target.is_absolute() {
@@ -93,7 +98,8 @@ pub fn write(tree: &Path, path: &str, contents: &[u8], mode: u32) -> Result<()> 
         fs::create_dir_all(dir).with_context(|| format!("failed to create folder for {path}"))?;
     }
     remove(tree, path)?;
-    let mut f = fs::File::create(&host).with_context(|| format!("failed to write {path} in the image"))?;
+    let mut f =
+        fs::File::create(&host).with_context(|| format!("failed to write {path} in the image"))?;
     f.write_all(contents)?;
     f.set_permissions(fs::Permissions::from_mode(mode))?;
     Ok(())
@@ -125,7 +131,11 @@ pub fn remove(tree: &Path, path: &str) -> Result<bool> {
 
 /// Every path under `dir` in the image, without following symlinks; the
 /// callback gets the path inside the image and its metadata.
-pub fn walk(tree: &Path, dir: &str, f: &mut dyn FnMut(&str, &fs::Metadata) -> Result<()>) -> Result<()> {
+pub fn walk(
+    tree: &Path,
+    dir: &str,
+    f: &mut dyn FnMut(&str, &fs::Metadata) -> Result<()>,
+) -> Result<()> {
     let start = resolve_all(tree, dir)?;
     let mut stack = vec![(start, dir.trim_end_matches('/').to_string())];
     while let Some((host, inside)) = stack.pop() {

@@ -16,12 +16,22 @@ pub fn check_image(image: &Path, policy: &Policy, hash: bool) -> Result<Report> 
     let guest = GuestImage::open(image)?;
     let no_os = OsInfo::default();
     let os = guest.os().unwrap_or(&no_os);
-    let subject = Subject { disk: guest.disk(), fs: guest.view(), os, policy };
+    let subject = Subject {
+        disk: guest.disk(),
+        fs: guest.view(),
+        os,
+        policy,
+    };
     let findings = run_rules(&subject);
     let sha256 = if hash {
         crate::build::output::sha256_sparse(image)?
     } else {
         String::new()
     };
-    Ok(Report::new(image.display().to_string(), sha256, os.clone(), findings))
+    Ok(Report::new(
+        image.display().to_string(),
+        sha256,
+        os.clone(),
+        findings,
+    ))
 }

@@ -156,7 +156,12 @@ pub fn run_rules(subject: &Subject) -> Vec<Finding> {
             let started = std::time::Instant::now();
             let outcome = (rule.check)(subject)
                 .unwrap_or_else(|e| Outcome::not_run(format!("the check could not run: {e:#}")));
-            tracing::debug!("rule {}: {} in {:.2?}", rule.id, outcome.status.as_str(), started.elapsed());
+            tracing::debug!(
+                "rule {}: {} in {:.2?}",
+                rule.id,
+                outcome.status.as_str(),
+                started.elapsed()
+            );
             apply_waiver(rule.id, outcome, &subject.policy.waivers)
         })
         .collect()
