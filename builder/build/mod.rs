@@ -110,8 +110,6 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         disk::assemble(&ctx, &ids, &image)
     })?;
     progress.step("write VHD footer", || output::append_footer(&image, &ids))?;
-        std::fs::hard_link(&image, "/tmp/dev.vhd")?;
-    }
     let policy = check::Policy {
         declared_units: ctx.recipe.declared_units(),
         waivers: ctx.recipe.waivers.clone(),
