@@ -189,6 +189,21 @@ impl GuestImage {
     }
 }
 
+/// Files larger than this are left out of bulk reads unless requested.
+const EXCLUDE_OVER_BYTES: u64 = 64 * 1024;
+
+/// Escapes the characters tar's `--exclude` treats as a pattern.
+fn glob_escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl GuestImage {
     /// Fetches every regular file under the top-level folder `top` in one
     /// tar stream and keeps those in `wanted`.
@@ -202,10 +217,22 @@ impl GuestImage {
         let archive_str = archive
             .to_str()
             .context("scratch path is not valid UTF-8")?;
+        // Large files nobody asked for stay out of the stream: under
+        // emulation the appliance sends a few MB per second, and apt's
+        // package lists alone are over 100 MB.
+        let prefix = format!("{top}/");
+        let skipped: Vec<String> = self
+            .walk()?
+            .into_iter()
+            .filter(|e| e.meta.kind == FileKind::File && e.meta.size > EXCLUDE_OVER_BYTES)
+            .filter(|e| e.path.starts_with(&prefix) && !wanted.contains(e.path.as_str()))
+            .map(|e| format!("./{}", glob_escape(&e.path[prefix.len()..])))
+            .collect();
+        let skipped_refs: Vec<&str> = skipped.iter().map(String::as_str).collect();
         let opts = guestfs::TarOutOptArgs {
             compress: None,
             numericowner: Some(true),
-            excludes: None,
+            excludes: Some(&skipped_refs),
             xattrs: None,
             selinux: None,
             acls: None,

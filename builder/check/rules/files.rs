@@ -64,15 +64,15 @@ pub fn known_hosts_removed(s: &Subject) -> Result<Outcome> {
 
 /// Reads every path that dpkg lists as installed by a package.
 fn packaged_files(fs: &dyn ImageView) -> Result<HashSet<String>> {
+    let lists: Vec<String> = fs
+        .list_dir(DPKG_INFO)?
+        .into_iter()
+        .filter(|name| name.ends_with(".list"))
+        .map(|name| format!("{DPKG_INFO}/{name}"))
+        .collect();
     let mut files = HashSet::new();
-    for name in fs.list_dir(DPKG_INFO)? {
-        if !name.ends_with(".list") {
-            continue;
-        }
-        let Some(text) = fs.read_text(&format!("{DPKG_INFO}/{name}"))? else {
-            continue;
-        };
-        files.extend(text.lines().map(str::to_string));
+    for (_, bytes) in fs.read_many(&lists)? {
+        files.extend(String::from_utf8_lossy(&bytes).lines().map(str::to_string));
     }
     Ok(files)
 }
