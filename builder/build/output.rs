@@ -52,11 +52,12 @@ impl Pending {
 
     /// Writes the reports and checksum, then renames everything into place,
     /// the VHD last so that it never appears without its reports.
-    pub fn finish(&mut self, mut report: Report) -> Result<Artifacts> {
+    /// `sha256` is the VHD's checksum, computed by the caller.
+    pub fn finish(&mut self, mut report: Report, sha256: String) -> Result<Artifacts> {
         let vhd_tmp = self.dir.join(format!(".{}.vhd.partial", self.stem));
         let vhd = self.final_path(".vhd");
         report.image = vhd.display().to_string();
-        report.sha256 = sha256_sparse(&vhd_tmp)?;
+        report.sha256 = sha256;
 
         let json_tmp = self.temp(".report.json");
         let text_tmp = self.temp(".report.txt");
