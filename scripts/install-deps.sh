@@ -28,17 +28,13 @@ packages="
 "
 
 # libguestfs depends on the qemu-utils of Debian 12. A machine that carries
-# a newer qemu-utils (from backports, say) must go back to the Debian 12
-# one, or apt cannot satisfy libguestfs.
+# a newer qemu-utils (from backports or Debian 13) must go back to the
+# Debian 12 one, or apt cannot satisfy libguestfs.
 downgrade=""
 installed=$(dpkg-query -W -f '${Version}' qemu-utils 2>/dev/null || true)
-candidate=$(apt-cache policy qemu-utils 2>/dev/null \
-  | awk '/^ +[0-9]/ && !v { v = $1 } /bookworm\/main/ && v { print v; exit } /^ +\*\*\*/ { v = "" }' \
-  || true)
 if [ -n "$installed" ] && echo "$installed" | grep -q 'bpo\|deb13'; then
   downgrade="qemu-utils/bookworm"
 fi
 
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends --allow-downgrades $downgrade $packages
-: "$candidate"

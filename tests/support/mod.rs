@@ -85,12 +85,22 @@ pub fn select_libguestfs_accel() {
     }
 }
 
-/// Returns the SHA-256 of a file as lower-case hex.
+/// Returns the SHA-256 of a file as lower-case hex, reading it in 4 MiB
+/// chunks. With the 8 KiB reads of `io::copy`, a 30 GiB VHD took 80 s on a
+/// 2-core host with a build running beside it.
 pub fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
+    use std::io::Read;
     let mut file = std::fs::File::open(path).expect("open file to hash");
     let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).expect("hash file");
+    let mut buffer = vec![0u8; 4 << 20];
+    loop {
+        let count = file.read(&mut buffer).expect("hash file");
+        if count == 0 {
+            break;
+        }
+        hasher.update(&buffer[..count]);
+    }
     hasher
         .finalize()
         .iter()

@@ -1,0 +1,687 @@
+//! Real builds: runs the `forge` binary on the example recipes and on test
+//! recipes, then checks the outputs, boots the images in QEMU and reads
+//! them back through libguestfs.
+//!
+//! Run this file with `cargo test --release`. `CARGO_BIN_EXE_forge` is the
+//! binary of the test profile, and a debug build takes many minutes to
+//! hash a 30 GiB disk, which a release build hashes in about 20 s.
+//!
+//! Measured on a 2-core Debian 12 host under TCG with `--test-threads=2`:
+//! a 30 GiB example build took about 7 min, a 2 GiB test build about
+//! 8 min (the check pass ran beside another one), and each boot to the
+//! login prompt about 110 s.
+//!
+//! Each example image is built once per run and shared: the first test that
+//! needs it builds it, and the others wait for that build. Outputs go to
+//! `target/e2e/`, which the first test of a run empties. Test recipes use a
+//! 2 GiB disk to keep the run shorter.
+//!
+//! A missing tool, or a user other than root, skips these tests unless `CI`
+//! is set, in which case they fail.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use forge::check::FileKind;
+use forge::guestfs::GuestImage;
+use support::boot::{boot_to_login, Firmware};
+
+/// Tools of the build, the check pass (libguestfs) and the boot tests.
+const BUILD_TOOLS: &[&str] = &[
+    "mmdebstrap",
+    "unshare",
+    "sgdisk",
+    "mkfs.fat",
+    "mcopy",
+    "mkfs.ext4",
+    "supermin",
+    "qemu-img",
+    "qemu-system-x86_64",
+];
+
+/// Time allowed for one boot to the login prompt, about five times the
+/// boot time measured under TCG on 2 cores.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Time after SIGTERM within which an interrupted build must exit.
+const INTERRUPT_EXIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Time that processes of a finished build get to disappear. Processes
+/// killed with their PID namespace can outlive forge by a few milliseconds.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
+
+/// Environment variable set on every forge run of this file. Its value
+/// marks the processes that the run started, because children inherit it.
+const RUN_MARKER: &str = "FORGE_E2E_RUN";
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Recipe head shared by the test recipes: the example base, a 2 GiB disk.
+const TEST_RECIPE_HEAD: &str = "\
+version = \"1.0.0\"
+
+[base]
+distro = \"debian\"
+release = \"bookworm\"
+arch = \"x86_64\"
+
+[disk]
+size = \"2GiB\"
+";
+
+/// One finished `forge build`.
+struct Build {
+    exit_code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    out_dir: PathBuf,
+    /// `<name>-<version>`, the file name stem of every output.
+    stem: String,
+}
+
+impl Build {
+    fn succeeded(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+
+    fn output(&self, suffix: &str) -> PathBuf {
+        self.out_dir.join(format!("{}{suffix}", self.stem))
+    }
+
+    fn vhd(&self) -> PathBuf {
+        self.output(".vhd")
+    }
+
+    /// Panics with forge's stderr unless the build succeeded.
+    fn assert_succeeded(&self) {
+        assert!(
+            self.succeeded(),
+            "forge build exited with {:?}; stderr:\n{}",
+            self.exit_code,
+            self.stderr
+        );
+    }
+}
+
+/// Returns `target/e2e`, emptied on the first call of this run.
+fn run_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("CARGO_TARGET_TMPDIR is inside the target folder");
+        let root = target.join("e2e");
+        if root.exists() {
+            fs::remove_dir_all(&root)
+                .unwrap_or_else(|e| panic!("failed to empty {}: {e}", root.display()));
+        }
+        fs::create_dir_all(&root).unwrap();
+        root
+    })
+}
+
+/// Returns a new folder `target/e2e/<case>`.
+fn case_dir(case: &str) -> PathBuf {
+    let dir = run_root().join(case);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("FORGE_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/forge"))
+}
+
+/// Returns whether the tests can build images here. When they cannot, this
+/// prints why and returns false, or panics when `CI` is set.
+fn prerequisites_met() -> bool {
+    static MET: OnceLock<bool> = OnceLock::new();
+    *MET.get_or_init(|| {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            let ci = std::env::var("CI").unwrap_or_default();
+            assert!(
+                ci.is_empty() || ci == "false",
+                "CI is set and forge build needs root; run the tests as root"
+            );
+            eprintln!("skipping: forge build needs root");
+            return false;
+        }
+        if !support::tools_present(BUILD_TOOLS) {
+            return false;
+        }
+        support::select_libguestfs_accel();
+        true
+    })
+}
+
+/// Writes a test recipe named `name` with `layers` (TOML `[[layer]]`
+/// tables) into `dir` and returns its path.
+fn write_test_recipe(dir: &Path, name: &str, layers: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!("name = \"{name}\"\n{TEST_RECIPE_HEAD}\n{layers}");
+    fs::write(&path, text).unwrap();
+    path
+}
+
+/// Returns the command line of `forge build` for `recipe`, writing its
+/// outputs into `out_dir`.
+fn forge_command(recipe: &Path, out_dir: &Path, marker: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_forge"));
+    command
+        .arg("build")
+        .arg(recipe)
+        .arg("--output")
+        .arg(out_dir)
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .env(RUN_MARKER, marker)
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `forge build` to completion. `tmp`, when given, becomes forge's
+/// `TMPDIR`, so the caller can check what is left in it.
+fn run_build(recipe: &Path, case: &Path, stem: &str, tmp: Option<&Path>) -> Build {
+    let out_dir = case.join("out");
+    let marker = case.display().to_string();
+    let mut command = forge_command(recipe, &out_dir, &marker);
+    if let Some(tmp) = tmp {
+        command.env("TMPDIR", tmp);
+    }
+    let started = Instant::now();
+    let output = command.output().expect("failed to start the forge binary");
+    eprintln!(
+        "forge build {} took {:.1} s",
+        recipe.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Build {
+        exit_code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        out_dir,
+        stem: stem.to_owned(),
+    }
+}
+
+/// Builds an example recipe of `recipes/` once per run and returns it.
+fn example_build(cell: &'static OnceLock<Build>, name: &str) -> &'static Build {
+    cell.get_or_init(|| {
+        let recipe = Path::new(REPO).join("recipes").join(format!("{name}.toml"));
+        run_build(&recipe, &case_dir(name), &format!("{name}-1.0.0"), None)
+    })
+}
+
+fn minimal_build() -> &'static Build {
+    static BUILD: OnceLock<Build> = OnceLock::new();
+    example_build(&BUILD, "debian-12-minimal")
+}
+
+fn nginx_build() -> &'static Build {
+    static BUILD: OnceLock<Build> = OnceLock::new();
+    example_build(&BUILD, "debian-12-nginx")
+}
+
+/// Boots a built image and asserts that it reaches a login prompt.
+fn assert_boots(build: &Build, firmware: Firmware) {
+    build.assert_succeeded();
+    let started = Instant::now();
+    let result = boot_to_login(&build.vhd(), firmware, BOOT_TIMEOUT);
+    eprintln!(
+        "{firmware:?} boot of {} took {:.1} s",
+        build.stem,
+        started.elapsed().as_secs_f64()
+    );
+    let log = result.unwrap_or_else(|e| panic!("{firmware:?} boot failed: {e:#}"));
+    assert!(log.contains("login:"), "no login prompt in:\n{log}");
+}
+
+/// Reads the JSON report of a build.
+fn read_report(build: &Build) -> serde_json::Value {
+    let path = build.output(".report.json");
+    let text = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("failed to read {}: {e}", path.display()));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
+}
+
+/// Returns the ids of the report's rules that have `status`.
+fn rules_with_status(report: &serde_json::Value, status: &str) -> Vec<String> {
+    report["rules"]
+        .as_array()
+        .expect("report has a `rules` array")
+        .iter()
+        .filter(|rule| rule["status"] == status)
+        .map(|rule| rule["id"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+/// Asserts a verdict of `compliant`, or `incomplete` with only the malware
+/// scan not run: no ClamAV database can be downloaded on the test machine.
+fn assert_accepted_verdict(build: &Build) {
+    let report = read_report(build);
+    let failed = rules_with_status(&report, "fail");
+    let not_run = rules_with_status(&report, "not-run");
+    let verdict = report["verdict"].as_str().unwrap_or_default();
+    assert!(
+        failed.is_empty(),
+        "rules failed: {failed:?}; stderr:\n{}",
+        build.stderr
+    );
+    assert!(
+        verdict == "compliant" || verdict == "incomplete",
+        "verdict is {verdict:?}; stderr:\n{}",
+        build.stderr
+    );
+    assert!(
+        not_run.iter().all(|id| id == "malware-scan"),
+        "rules other than malware-scan were not run: {not_run:?}"
+    );
+}
+
+/// Returns the names in `dir`; empty when it does not exist.
+fn list_names(dir: &Path) -> Vec<String> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Returns `(pid, name)` of live processes started by the forge run with
+/// `marker`. A process counts when it carries the marker in its
+/// environment, or when its root folder lies under `tmp`: commands that
+/// forge runs inside the image tree start with an empty environment.
+fn processes_of_run(marker: &str, tmp: &Path) -> Vec<(u32, String)> {
+    let needle = format!("{RUN_MARKER}={marker}\0");
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let proc_dir = entry.path();
+        let environ = fs::read(proc_dir.join("environ")).unwrap_or_default();
+        let marked = String::from_utf8_lossy(&environ).contains(&needle);
+        let in_tree = fs::read_link(proc_dir.join("root")).is_ok_and(|r| r.starts_with(tmp));
+        if marked || in_tree {
+            let name = fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
+            found.push((pid, name.trim().to_owned()));
+        }
+    }
+    found
+}
+
+/// Waits up to [`LEFTOVER_GRACE`] for the processes of a run to end and
+/// returns the ones still alive.
+fn leftover_processes(marker: &str, tmp: &Path) -> Vec<(u32, String)> {
+    let started = Instant::now();
+    loop {
+        let found = processes_of_run(marker, tmp);
+        if found.is_empty() || started.elapsed() >= LEFTOVER_GRACE {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Asserts that a failed run left no outputs, no temporary files and no
+/// processes behind.
+fn assert_nothing_left(case: &Path, tmp: &Path, stderr: &str) {
+    let outputs = list_names(&case.join("out"));
+    assert!(
+        outputs.is_empty(),
+        "output folder is not empty: {outputs:?}; stderr:\n{stderr}"
+    );
+    let temps = list_names(tmp);
+    let work_folders: Vec<&String> = temps
+        .iter()
+        .filter(|n| n.starts_with("forge-build-"))
+        .collect();
+    assert!(
+        work_folders.is_empty(),
+        "forge-build-* folders left in TMPDIR: {work_folders:?}"
+    );
+    assert!(temps.is_empty(), "files left in TMPDIR: {temps:?}");
+    let processes = leftover_processes(&case.display().to_string(), tmp);
+    assert!(
+        processes.is_empty(),
+        "processes left running: {processes:?}"
+    );
+}
+
+/// Returns a private `TMPDIR` for one forge run. The run's temporary
+/// folders are checked there rather than in the shared temporary folder,
+/// where builds of other tests in this binary create their own.
+fn private_tmp(case: &Path) -> PathBuf {
+    let tmp = case.join("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    tmp.canonicalize().unwrap()
+}
+
+#[test]
+fn minimal_recipe_builds_compliant() {
+    if !prerequisites_met() {
+        return;
+    }
+    let build = minimal_build();
+    build.assert_succeeded();
+
+    for suffix in [".vhd", ".report.json", ".report.txt", ".vhd.sha256"] {
+        let path = build.output(suffix);
+        assert!(path.is_file(), "{} is missing", path.display());
+    }
+    assert_accepted_verdict(build);
+
+    let sum_line = fs::read_to_string(build.output(".vhd.sha256")).unwrap();
+    let mut fields = sum_line.split_whitespace();
+    let recorded = fields.next().unwrap_or_default().to_owned();
+    let named = fields.next().unwrap_or_default().to_owned();
+    assert_eq!(
+        named,
+        format!("{}.vhd", build.stem),
+        "sha256 file names another file"
+    );
+
+    let started = Instant::now();
+    let fresh = support::sha256_file(&build.vhd());
+    eprintln!(
+        "sha256 of the VHD took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(recorded, fresh, "sha256 file does not match the VHD");
+    assert!(
+        build.stdout.contains(&format!("sha256 {fresh}")),
+        "stdout lacks the sha256 line: {}",
+        build.stdout
+    );
+}
+
+#[test]
+fn minimal_boots_bios() {
+    if !prerequisites_met() {
+        return;
+    }
+    assert_boots(minimal_build(), Firmware::Bios);
+}
+
+#[test]
+fn minimal_boots_uefi() {
+    if !prerequisites_met() {
+        return;
+    }
+    assert_boots(minimal_build(), Firmware::Uefi);
+}
+
+#[test]
+fn nginx_recipe_builds_with_nginx_enabled() {
+    if !prerequisites_met() {
+        return;
+    }
+    let build = nginx_build();
+    build.assert_succeeded();
+    assert_accepted_verdict(build);
+
+    let image = GuestImage::open(&build.vhd()).unwrap_or_else(|e| panic!("{e:#}"));
+    let view = image.view().expect("libguestfs found no OS in the image");
+
+    let wants = "/etc/systemd/system/multi-user.target.wants/nginx.service";
+    let link = view.lstat(wants).unwrap();
+    assert_eq!(
+        link.map(|m| m.kind),
+        Some(FileKind::Symlink),
+        "{wants} is not a symlink"
+    );
+
+    let page = "/var/www/contoso/index.html";
+    let expected = fs::read(Path::new(REPO).join("overlays/nginx-site").join(&page[1..])).unwrap();
+    let actual = view.read(page).unwrap();
+    assert_eq!(
+        actual,
+        Some(expected),
+        "{page} differs from the overlay's file"
+    );
+}
+
+#[test]
+fn nginx_boots_bios() {
+    if !prerequisites_met() {
+        return;
+    }
+    assert_boots(nginx_build(), Firmware::Bios);
+}
+
+#[test]
+fn nginx_boots_uefi() {
+    if !prerequisites_met() {
+        return;
+    }
+    assert_boots(nginx_build(), Firmware::Uefi);
+}
+
+/// Layer commands that leave what a Marketplace image must not contain:
+/// a swap file with its fstab line, an SSH key, a root password, a shell
+/// history and a static network configuration bound to a MAC address.
+const DIRTY_LAYER: &str = r#"
+[[layer]]
+name = "dirty"
+run = [
+  ["fallocate", "-l", "64M", "/swapfile"],
+  ["chmod", "600", "/swapfile"],
+  ["mkswap", "/swapfile"],
+  ["sh", "-c", "echo '/swapfile none swap sw 0 0' >> /etc/fstab"],
+  ["sh", "-c", "mkdir -p /root/.ssh && echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2e build@host' > /root/.ssh/authorized_keys"],
+  ["sh", "-c", "echo root:secret | chpasswd"],
+  ["sh", "-c", "echo 'curl -u admin:secret http://10.0.0.1/' > /root/.bash_history"],
+  ["sh", "-c", "mkdir -p /etc/network/interfaces.d && printf 'auto eth0\niface eth0 inet static\n  address 10.0.0.5/24\n  hwaddress ether 00:0d:3a:12:34:56\n' > /etc/network/interfaces.d/eth0"],
+  ["sh", "-c", "mkdir -p /etc/udev/rules.d && echo 'SUBSYSTEM==\"net\", ATTR{address}==\"00:0d:3a:12:34:56\", NAME=\"eth0\"' > /etc/udev/rules.d/70-persistent-net.rules"],
+]
+"#;
+
+#[test]
+fn dirty_layer_still_compliant() {
+    if !prerequisites_met() {
+        return;
+    }
+    let case = case_dir("dirty");
+    let recipe = write_test_recipe(&case, "e2e-dirty", DIRTY_LAYER);
+    let build = run_build(&recipe, &case, "e2e-dirty-1.0.0", None);
+    build.assert_succeeded();
+    assert_accepted_verdict(&build);
+
+    let image = GuestImage::open(&build.vhd()).unwrap_or_else(|e| panic!("{e:#}"));
+    let view = image.view().expect("libguestfs found no OS in the image");
+
+    assert_eq!(
+        view.lstat("/swapfile").unwrap(),
+        None,
+        "/swapfile is still there"
+    );
+
+    let fstab = view.read_text("/etc/fstab").unwrap().unwrap_or_default();
+    let swap_lines: Vec<&str> = fstab
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("swap"))
+        .collect();
+    assert!(
+        swap_lines.is_empty(),
+        "/etc/fstab still mounts swap: {swap_lines:?}"
+    );
+
+    let keys = "/root/.ssh/authorized_keys";
+    assert_eq!(view.lstat(keys).unwrap(), None, "{keys} is still there");
+
+    let shadow = view.read_text("/etc/shadow").unwrap().unwrap_or_default();
+    let root_password = shadow
+        .lines()
+        .find_map(|l| l.strip_prefix("root:"))
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        root_password.starts_with('*') || root_password.starts_with('!'),
+        "root password is not locked: {root_password:?}"
+    );
+
+    let history = "/root/.bash_history";
+    let history_size = view.lstat(history).unwrap().map_or(0, |m| m.size);
+    assert_eq!(history_size, 0, "{history} still has content");
+
+    let static_configs: Vec<String> = view
+        .list_dir("/etc/network/interfaces.d")
+        .unwrap()
+        .into_iter()
+        .filter(|name| {
+            let text = view
+                .read_text(&format!("/etc/network/interfaces.d/{name}"))
+                .unwrap()
+                .unwrap_or_default();
+            text.contains("inet static") || text.contains("hwaddress")
+        })
+        .collect();
+    assert!(
+        static_configs.is_empty(),
+        "static network config left in /etc/network/interfaces.d: {static_configs:?}"
+    );
+
+    let rules = "/etc/udev/rules.d/70-persistent-net.rules";
+    assert_eq!(view.lstat(rules).unwrap(), None, "{rules} is still there");
+}
+
+#[test]
+fn unrepairable_layer_fails_naming_rule() {
+    if !prerequisites_met() {
+        return;
+    }
+    let case = case_dir("second-root");
+    let layer = "[[layer]]\nname = \"second-root\"\nrun = [[\"useradd\", \"-o\", \"-u\", \"0\", \"-g\", \"0\", \"toor\"]]\n";
+    let recipe = write_test_recipe(&case, "e2e-second-root", layer);
+    let build = run_build(&recipe, &case, "e2e-second-root-1.0.0", None);
+
+    assert_ne!(
+        build.exit_code,
+        Some(0),
+        "build succeeded; stderr:\n{}",
+        build.stderr
+    );
+    assert!(
+        build.stderr.contains("fail  accounts-locked:"),
+        "stderr does not name accounts-locked:\n{}",
+        build.stderr
+    );
+    let outputs = list_names(&build.out_dir);
+    let images: Vec<&String> = outputs
+        .iter()
+        .filter(|n| n.ends_with(".vhd") || n.ends_with(".partial"))
+        .collect();
+    assert!(images.is_empty(), "image files left: {images:?}");
+}
+
+#[test]
+fn failing_layer_command_leaves_nothing() {
+    if !prerequisites_met() {
+        return;
+    }
+    let case = case_dir("failing-command");
+    let tmp = private_tmp(&case);
+    let layer = "[[layer]]\nname = \"fails-here\"\nrun = [[\"false\"]]\n";
+    let recipe = write_test_recipe(&case, "e2e-failing-command", layer);
+    let build = run_build(&recipe, &case, "e2e-failing-command-1.0.0", Some(&tmp));
+
+    assert_ne!(
+        build.exit_code,
+        Some(0),
+        "build succeeded; stderr:\n{}",
+        build.stderr
+    );
+    let error = build
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("forge: error:"))
+        .unwrap_or_default();
+    assert!(
+        error.contains("fails-here"),
+        "error does not name the layer:\n{}",
+        build.stderr
+    );
+    assert!(
+        error.contains(" false`"),
+        "error does not name the command:\n{}",
+        build.stderr
+    );
+    assert_nothing_left(&case, &tmp, &build.stderr);
+}
+
+#[test]
+fn interrupted_build_leaves_nothing() {
+    if !prerequisites_met() {
+        return;
+    }
+    let case = case_dir("interrupted");
+    let tmp = private_tmp(&case);
+    let recipe = write_test_recipe(&case, "e2e-interrupted", "");
+    let stderr_path = case.join("stderr.txt");
+    let marker = case.display().to_string();
+
+    let mut child = forge_command(&recipe, &case.join("out"), &marker)
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("failed to start the forge binary");
+
+    // 20 s is well into the bootstrap, which took 50 to 90 s with a warm
+    // package cache on a 2-core host.
+    std::thread::sleep(Duration::from_secs(20));
+    let progress = fs::read_to_string(&stderr_path).unwrap_or_default();
+    // SAFETY: kill(2) on the pid of a child this test has not yet waited
+    // for, so the pid cannot belong to another process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if signalled.elapsed() >= INTERRUPT_EXIT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("forge did not exit within {INTERRUPT_EXIT_TIMEOUT:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "forge exited {:.1} s after SIGTERM",
+        signalled.elapsed().as_secs_f64()
+    );
+    let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+
+    assert!(
+        progress.contains("bootstrap Debian"),
+        "the bootstrap had not started after 20 s; stderr:\n{stderr}"
+    );
+    assert_ne!(
+        status.code(),
+        Some(0),
+        "interrupted build succeeded; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("interrupted"),
+        "stderr does not report the interruption:\n{stderr}"
+    );
+    assert_nothing_left(&case, &tmp, &stderr);
+}
