@@ -138,6 +138,9 @@ fn walk_state(
         let meta = fs::symlink_metadata(ctx.tree.join(&name[1..]))?;
         if meta.is_dir() {
             tree::walk(&ctx.tree, &name, f)?;
+        } else {
+            // A file right under / (a /swapfile, say) is image state too.
+            f(&name, &meta)?;
         }
     }
     Ok(())
