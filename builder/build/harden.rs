@@ -464,3 +464,133 @@ fn clean_caches(ctx: &BuildContext) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::Recipe;
+
+    fn context() -> BuildContext {
+        let recipe = Recipe::parse(
+            "name = \"t\"\nversion = \"1\"\n[base]\ndistro = \"debian\"\n\
+             release = \"bookworm\"\narch = \"x86_64\"\n",
+            std::path::Path::new("/r.toml"),
+        )
+        .unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let tree = work.path().to_path_buf();
+        BuildContext {
+            recipe,
+            tree,
+            cache_dir: "/nonexistent".into(),
+            _work: work,
+        }
+    }
+
+    fn swap_file(size: usize) -> Vec<u8> {
+        let mut data = vec![0u8; size];
+        data[4086..4096].copy_from_slice(b"SWAPSPACE2");
+        data
+    }
+
+    #[test]
+    fn swap_file_at_top_level_removed() {
+        let ctx = context();
+        fs::write(ctx.tree.join("swapfile"), swap_file(65536)).unwrap();
+        remove_swap(&ctx).unwrap();
+        assert!(!ctx.tree.join("swapfile").exists());
+    }
+
+    #[test]
+    fn nested_swap_file_removed() {
+        let ctx = context();
+        fs::create_dir_all(ctx.tree.join("var/lib")).unwrap();
+        fs::write(ctx.tree.join("var/lib/swap"), swap_file(65536)).unwrap();
+        remove_swap(&ctx).unwrap();
+        assert!(!ctx.tree.join("var/lib/swap").exists());
+    }
+
+    #[test]
+    fn histories_and_keys_removed() {
+        let ctx = context();
+        fs::create_dir_all(ctx.tree.join("root/.ssh")).unwrap();
+        fs::create_dir_all(ctx.tree.join("home/u/.ssh")).unwrap();
+        fs::write(ctx.tree.join("root/.bash_history"), "ls\n").unwrap();
+        fs::write(
+            ctx.tree.join("root/.ssh/authorized_keys"),
+            "ssh-ed25519 A\n",
+        )
+        .unwrap();
+        fs::write(
+            ctx.tree.join("home/u/.ssh/known_hosts"),
+            "h ssh-ed25519 A\n",
+        )
+        .unwrap();
+        remove_user_files(&ctx).unwrap();
+        assert!(!ctx.tree.join("root/.bash_history").exists());
+        assert!(!ctx.tree.join("root/.ssh/authorized_keys").exists());
+        assert!(!ctx.tree.join("home/u/.ssh/known_hosts").exists());
+    }
+
+    #[test]
+    fn passwords_locked_markers_kept() {
+        let ctx = context();
+        fs::create_dir_all(ctx.tree.join("etc")).unwrap();
+        fs::write(
+            ctx.tree.join("etc/shadow"),
+            "root:$6$salt$hash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n\
+             u:!$6$x$y:19000:0:99999:7:::\nv::19000:0:99999:7:::\n",
+        )
+        .unwrap();
+        lock_accounts(&ctx).unwrap();
+        let shadow = fs::read_to_string(ctx.tree.join("etc/shadow")).unwrap();
+        assert!(shadow.contains("root:*:"));
+        assert!(shadow.contains("daemon:*:"));
+        assert!(shadow.contains("u:*:"));
+        assert!(shadow.contains("v:*:"));
+    }
+
+    #[test]
+    fn sshd_block_first_and_once() {
+        let ctx = context();
+        fs::create_dir_all(ctx.tree.join("etc/ssh")).unwrap();
+        fs::write(
+            ctx.tree.join("etc/ssh/sshd_config"),
+            "ClientAliveInterval 60\n",
+        )
+        .unwrap();
+        sshd_settings(&ctx).unwrap();
+        sshd_settings(&ctx).unwrap();
+        let text = fs::read_to_string(ctx.tree.join("etc/ssh/sshd_config")).unwrap();
+        assert!(text.starts_with("# Set by forge"));
+        assert_eq!(text.matches("ClientAliveInterval 180").count(), 1);
+        assert!(text.contains("ClientAliveInterval 60"));
+    }
+
+    #[test]
+    fn static_network_config_removed() {
+        let ctx = context();
+        fs::create_dir_all(ctx.tree.join("etc/network/interfaces.d")).unwrap();
+        fs::create_dir_all(ctx.tree.join("etc/udev/rules.d")).unwrap();
+        fs::write(
+            ctx.tree.join("etc/network/interfaces.d/eth0"),
+            "auto eth0\niface eth0 inet static\n address 10.0.0.5/24\n",
+        )
+        .unwrap();
+        fs::write(
+            ctx.tree.join("etc/udev/rules.d/70-persistent-net.rules"),
+            "x\n",
+        )
+        .unwrap();
+        fs::write(ctx.tree.join("etc/resolv.conf"), "nameserver 10.0.0.1\n").unwrap();
+        network_defaults(&ctx).unwrap();
+        assert!(!ctx.tree.join("etc/network/interfaces.d/eth0").exists());
+        assert!(!ctx
+            .tree
+            .join("etc/udev/rules.d/70-persistent-net.rules")
+            .exists());
+        assert!(!ctx.tree.join("etc/resolv.conf").exists());
+        let interfaces = fs::read_to_string(ctx.tree.join("etc/network/interfaces")).unwrap();
+        assert!(interfaces.contains("iface eth0 inet dhcp"));
+    }
+}
