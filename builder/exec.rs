@@ -52,6 +52,8 @@ pub struct Cmd {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     stdin: Option<Vec<u8>>,
+    /// What logs and errors show in place of the full command line.
+    label: Option<String>,
 }
 
 /// Output of a command that succeeded.
@@ -73,6 +75,7 @@ impl Cmd {
             args: Vec::new(),
             envs: Vec::new(),
             stdin: None,
+            label: None,
         }
     }
 
@@ -100,6 +103,13 @@ impl Cmd {
         self
     }
 
+    /// Sets what errors show in place of the full command line; the full
+    /// line is still logged at debug level.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
     /// The command line as a shell user would read it, for logs and errors.
     pub fn display(&self) -> String {
         std::iter::once(&self.program)
@@ -112,8 +122,9 @@ impl Cmd {
     /// Runs the command to completion; a non-zero exit is an error.
     pub fn run(self) -> Result<Output> {
         check_interrupted()?;
-        let line = self.display();
-        tracing::debug!("running: {line}");
+        let full = self.display();
+        tracing::debug!("running: {full}");
+        let line = self.label.clone().unwrap_or(full);
         let mut expr = duct::cmd(&self.program, &self.args)
             .stdout_capture()
             .stderr_capture()
@@ -195,7 +206,8 @@ fn stderr_tail(stderr: &[u8]) -> String {
     format!(":\n  {}", lines[start..].join("\n  "))
 }
 
-fn quote(s: &str) -> String {
+/// Quotes `s` for a shell-like display of a command line.
+pub fn quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c))

@@ -50,6 +50,7 @@ impl GuestImage {
     /// and mounts the OS found by inspection.
     pub fn open(path: &Path) -> Result<Self> {
         let format = detect_format(path)?;
+        reject_external_files(path, format)?;
         let scratch = tempfile::Builder::new()
             .prefix("forge-guestfs-")
             .tempdir()
@@ -187,6 +188,37 @@ impl GuestImage {
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
+}
+
+/// Rejects images that make QEMU open other files: a qcow2 backing file or
+/// a differencing VHD's parent. Such a reference can name any path on the
+/// host, and forge checks self-contained images only.
+// NOTE: a VHDX parent locator is not looked for yet.
+fn reject_external_files(path: &Path, format: &str) -> Result<()> {
+    use std::io::Read;
+
+    let mut head = [0u8; 512];
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    let len = file.read(&mut head)?;
+    if len == 0 {
+        bail!("{} is empty, not a disk image", path.display());
+    }
+    let backing = format == "qcow2"
+        && len >= 16
+        && u64::from_be_bytes(head[8..16].try_into().expect("8 bytes")) != 0;
+    let differencing = format == "vpc"
+        && head.starts_with(crate::vhd::COOKIE)
+        && crate::vhd::Footer::parse(&head)
+            .is_ok_and(|f| f.disk_type == crate::vhd::DISK_TYPE_DIFFERENCING);
+    if backing || differencing {
+        bail!(
+            "{} depends on a backing or parent file; flatten it first \
+             (qemu-img convert -O qcow2 IMAGE flat.qcow2) and check the result",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Files larger than this are left out of bulk reads unless requested.

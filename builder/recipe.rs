@@ -13,7 +13,7 @@ use crate::check::Waiver;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
-/// Default OS disk size: 30 GiB, the size Azure gives most Linux images.
+/// Default OS disk size: 30 GiB.
 pub const DEFAULT_DISK_SIZE: u64 = 30 * GIB;
 /// Largest OS disk Azure accepts for Linux: 1023 GiB.
 pub const MAX_DISK_SIZE: u64 = 1023 * GIB;
@@ -33,7 +33,7 @@ pub struct Recipe {
     pub waivers: Vec<Waiver>,
 }
 
-/// Where the OS comes from.
+/// Source of the OS.
 #[derive(Clone, Debug)]
 pub struct Base {
     pub distro: String,
@@ -86,7 +86,10 @@ struct RawDisk {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a size: a string such as \"30GiB\" or a whole number of bytes"
+)]
 enum SizeValue {
     Bytes(i64),
     Text(String),
@@ -131,6 +134,11 @@ struct RawWaiver {
 impl Recipe {
     /// Reads and validates the recipe at `path`.
     pub fn load(path: &Path) -> Result<Self> {
+        let meta = fs::metadata(path)
+            .with_context(|| format!("failed to read recipe {}", path.display()))?;
+        if !meta.is_file() {
+            bail!("recipe {} is not a regular file", path.display());
+        }
         let text = fs::read_to_string(path)
             .with_context(|| format!("failed to read recipe {}", path.display()))?;
         Self::parse(&text, path)
@@ -209,12 +217,22 @@ fn check_name(value: &str, key: &str) -> Result<()> {
             .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
         && !value.starts_with(['.', '-']);
     if !ok {
+        let value = clip(value);
         bail!(
             "{key} {value:?} must be 1 to 64 characters of letters, digits, `.`, `_`, `-` or `+`, \
              not starting with `.` or `-`"
         );
     }
     Ok(())
+}
+
+/// Shortens a value for an error message.
+fn clip(value: &str) -> String {
+    const MAX: usize = 80;
+    match value.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &value[..i]),
+        None => value.to_string(),
+    }
 }
 
 fn validate_base(raw: RawBase) -> Result<Base> {
@@ -273,7 +291,12 @@ fn parse_disk_size(value: &SizeValue) -> Result<u64> {
 fn parse_size_text(s: &str) -> Result<u64> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().context("missing number")?;
+    if unit.starts_with(['.', ',']) {
+        bail!("fractions are not allowed; give a whole number of MiB such as \"1536MiB\"");
+    }
+    let n: u64 = digits
+        .parse()
+        .context("it must start with a whole, non-negative number")?;
     let factor = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -304,6 +327,9 @@ fn validate_layer(raw: RawLayer, recipe_dir: &Path) -> Result<Layer> {
     }
     let overlay = match raw.overlay {
         None => None,
+        Some(rel) if rel.trim().is_empty() => {
+            bail!("overlay is empty; give a folder path relative to the recipe")
+        }
         Some(rel) => Some(validate_overlay(&recipe_dir.join(&rel), &rel)?),
     };
     Ok(Layer {
@@ -320,8 +346,11 @@ fn is_package_spec(p: &str) -> bool {
         Some((n, v)) => (n, Some(v)),
         None => (p, None),
     };
+    // apt reads a trailing `-` or `+` as "remove" or "install", so a name
+    // must end with a letter or digit.
     let name_ok = name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
@@ -366,7 +395,11 @@ fn validate_overlay(dir: &Path, as_written: &str) -> Result<PathBuf> {
             } else if ft.is_symlink() {
                 let target = fs::read_link(&path)?;
                 let rel_dir = d.strip_prefix(&root).expect("walk stays under root");
-                if target.is_relative() && escapes(rel_dir, &target) {
+                // A chain of relative links can climb out even when each
+                // link alone does not, so the resolved path is checked too.
+                let resolved_outside = target.is_relative()
+                    && fs::canonicalize(&path).is_ok_and(|real| !real.starts_with(&root));
+                if target.is_relative() && (escapes(rel_dir, &target) || resolved_outside) {
                     bail!(
                         "overlay symlink {} points to {} outside the overlay folder; \
                          use a target inside it or an absolute path in the image",
@@ -403,6 +436,12 @@ fn escapes(from: &Path, target: &Path) -> bool {
 }
 
 fn validate_waiver(raw: RawWaiver) -> Result<Waiver> {
+    if crate::check::rules::find(&raw.rule).is_none() {
+        bail!(
+            "rule {:?} is not a rule id; `forge check` reports list the ids",
+            clip(&raw.rule)
+        );
+    }
     if !WAIVABLE.contains(&raw.rule.as_str()) {
         bail!(
             "rule {:?} cannot be waived; only {} may be waived, with a product reason",

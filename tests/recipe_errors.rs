@@ -145,3 +145,50 @@ fn missing_recipe_file() {
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr.contains("/nonexistent/recipe.toml"), "{stderr}");
 }
+
+#[test]
+fn empty_overlay_path() {
+    let case = Case::new(&format!(
+        "{HEAD}{BASE}[[layer]]\nname = \"a\"\noverlay = \"\"\n"
+    ));
+    assert_rejected(&case, &["overlay is empty"]);
+}
+
+#[test]
+fn package_name_with_trailing_dash() {
+    let case = Case::new(&format!(
+        "{HEAD}{BASE}[[layer]]\nname = \"a\"\npackages = [\"nginx-\"]\n"
+    ));
+    assert_rejected(&case, &["nginx-", "not a Debian package name"]);
+}
+
+#[test]
+fn symlink_chain_climbing_out() {
+    let case = Case::new(&format!(
+        "{HEAD}{BASE}[[layer]]\nname = \"a\"\noverlay = \"ov\"\n"
+    ));
+    fs::create_dir_all(case.path("ov")).unwrap();
+    std::os::unix::fs::symlink(".", case.path("ov/s")).unwrap();
+    std::os::unix::fs::symlink("s/..", case.path("ov/x")).unwrap();
+    assert_rejected(&case, &["symlink", "outside the overlay"]);
+}
+
+#[test]
+fn waiver_of_unknown_rule() {
+    let case = Case::new(&format!(
+        "{HEAD}{BASE}[policy]\nwaive = [{{ rule = \"no-such-rule\", reason = \"x\" }}]\n"
+    ));
+    assert_rejected(&case, &["no-such-rule", "not a rule id"]);
+}
+
+#[test]
+fn fractional_disk_size() {
+    let case = Case::new(&format!("{HEAD}{BASE}[disk]\nsize = \"1.5GiB\"\n"));
+    assert_rejected(&case, &["disk.size", "fractions are not allowed"]);
+}
+
+#[test]
+fn disk_size_of_wrong_type() {
+    let case = Case::new(&format!("{HEAD}{BASE}[disk]\nsize = true\n"));
+    assert_rejected(&case, &["a size"]);
+}

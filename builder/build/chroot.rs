@@ -64,7 +64,11 @@ pub fn command_with_dev_links(
     for (name, target) in dev_links {
         cmd = cmd.arg("--dev-link").arg(format!("{name}={target}"));
     }
-    Ok(cmd.arg("--").args(argv))
+    let shown: Vec<String> = argv.iter().map(|a| crate::exec::quote(a)).collect();
+    Ok(cmd
+        .arg("--")
+        .args(argv)
+        .label(format!("{} (inside the image)", shown.join(" "))))
 }
 
 /// Entry point of the hidden subcommand: mounts the API file systems under

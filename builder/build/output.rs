@@ -147,7 +147,12 @@ pub fn sha256_sparse(path: &Path) -> Result<String> {
     let mut pos = 0u64;
     while pos < len {
         crate::exec::check_interrupted()?;
-        let data = seek_data(&f, pos).unwrap_or(pos).min(len);
+        // No data after `pos` (ENXIO) means the rest of the file is a hole.
+        let data = match seek_data(&f, pos) {
+            Ok(d) => d.min(len),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => len,
+            Err(_) => pos,
+        };
         // Hash the hole [pos, data) from the zero buffer.
         while pos < data {
             crate::exec::check_interrupted()?;
@@ -158,7 +163,12 @@ pub fn sha256_sparse(path: &Path) -> Result<String> {
         if pos >= len {
             break;
         }
-        let hole = seek_hole(&f, pos).unwrap_or(len).min(len);
+        // SEEK_HOLE always finds a hole, the end of the file at the latest;
+        // a result not past `pos` would stall the loop, so read to the end.
+        let hole = match seek_hole(&f, pos) {
+            Ok(h) if h > pos => h.min(len),
+            _ => len,
+        };
         while pos < hole {
             crate::exec::check_interrupted()?;
             let n = (hole - pos).min(CHUNK as u64) as usize;
@@ -174,25 +184,58 @@ pub fn sha256_sparse(path: &Path) -> Result<String> {
         .collect())
 }
 
-fn seek_data(f: &fs::File, from: u64) -> Option<u64> {
+fn seek_data(f: &fs::File, from: u64) -> std::io::Result<u64> {
     lseek(f, from, libc::SEEK_DATA)
 }
 
-fn seek_hole(f: &fs::File, from: u64) -> Option<u64> {
+fn seek_hole(f: &fs::File, from: u64) -> std::io::Result<u64> {
     lseek(f, from, libc::SEEK_HOLE)
 }
 
-fn lseek(f: &fs::File, from: u64, whence: libc::c_int) -> Option<u64> {
+fn lseek(f: &fs::File, from: u64, whence: libc::c_int) -> std::io::Result<u64> {
     use std::os::unix::io::AsRawFd;
     // SAFETY: lseek on an open descriptor; only the file offset changes,
     // and reads use pread, which ignores it.
     let r = unsafe { libc::lseek(f.as_raw_fd(), from as libc::off_t, whence) };
-    (r >= 0).then_some(r as u64)
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sparse_hash_of_trailing_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let f = fs::File::create(&p).unwrap();
+        f.write_all_at(b"data", 0).unwrap();
+        f.set_len(9 << 20).unwrap();
+        let plain: String = Sha256::digest(fs::read(&p).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(sha256_sparse(&p).unwrap(), plain);
+    }
+
+    #[test]
+    fn sparse_hash_of_empty_and_all_hole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        fs::File::create(&empty).unwrap();
+        let hole = dir.path().join("hole");
+        fs::File::create(&hole).unwrap().set_len(5 << 20).unwrap();
+        for p in [empty, hole] {
+            let plain: String = Sha256::digest(fs::read(&p).unwrap())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(sha256_sparse(&p).unwrap(), plain);
+        }
+    }
 
     #[test]
     fn sparse_hash_matches_plain_hash() {

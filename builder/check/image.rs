@@ -20,6 +20,12 @@ pub fn check_image(image: &Path, policy: &Policy, hash: bool) -> Result<Report> 
         std::thread::spawn(move || crate::build::output::sha256_sparse(&image))
     });
     let guest = GuestImage::open(image)?;
+    if guest.disk().partitions.is_empty() && guest.os().is_none() {
+        anyhow::bail!(
+            "{} has no partition table and no operating system; is it a disk image?",
+            image.display()
+        );
+    }
     let no_os = OsInfo::default();
     let os = guest.os().unwrap_or(&no_os);
     let subject = Subject {

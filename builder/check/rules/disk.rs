@@ -110,7 +110,16 @@ pub fn vhd_size_aligned(s: &Subject) -> Result<Outcome> {
 
 /// Checks `vhd-size-range` for the OS family.
 pub fn vhd_size_range(s: &Subject) -> Result<Outcome> {
-    let size = s.disk.file_len.saturating_sub(vhd::FOOTER_LEN as u64);
+    // With a VHD footer the disk is the file less the footer; any other
+    // container reports its virtual size.
+    let fixed_vhd = vhd::Footer::parse(&s.disk.tail)
+        .map(|f| f.disk_type == vhd::DISK_TYPE_FIXED)
+        .unwrap_or(false);
+    let size = if fixed_vhd {
+        s.disk.file_len.saturating_sub(vhd::FOOTER_LEN as u64)
+    } else {
+        s.disk.virtual_size
+    };
     let (family, min, max) = if s.os.family == "windows" {
         ("Windows", 30, 250)
     } else {
