@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use guestfs::{AddDriveOptArgs, Handle, IsDirOptArgs, StatNS};
@@ -43,6 +43,8 @@ pub struct GuestImage {
     /// Scratch folder with the qcow2 overlay and file transfers.
     scratch: TempDir,
     walk_cache: RefCell<Option<Vec<WalkEntry>>>,
+    /// The whole tree unpacked on the host, made on first request.
+    extracted: std::cell::OnceCell<Option<PathBuf>>,
 }
 
 impl GuestImage {
@@ -71,6 +73,7 @@ impl GuestImage {
             os,
             scratch,
             walk_cache: RefCell::new(None),
+            extracted: std::cell::OnceCell::new(),
         })
     }
 
@@ -297,7 +300,52 @@ impl GuestImage {
     }
 }
 
+impl GuestImage {
+    /// Unpacks the whole OS tree into the scratch folder, for tools that
+    /// need host files (clamscan). Ownership is not kept: the copy is only
+    /// read.
+    fn extract_tree(&self) -> Result<PathBuf> {
+        let archive = self.scratch.path().join("tree.tar");
+        let archive_str = archive.to_str().context("scratch path is not valid UTF-8")?;
+        let opts = guestfs::TarOutOptArgs {
+            compress: None,
+            numericowner: Some(true),
+            excludes: None,
+            xattrs: None,
+            selinux: None,
+            acls: None,
+        };
+        self.g()
+            .tar_out("/", archive_str, opts)
+            .guest_context(|| "archive the OS tree".to_owned())?;
+        let root = self.scratch.path().join("tree");
+        std::fs::create_dir(&root)?;
+        crate::exec::Cmd::new("tar")
+            .args(["-x", "--no-same-owner", "--no-same-permissions", "--exclude=./dev/*"])
+            .arg("-f")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&root)
+            .run()
+            .context("failed to unpack the OS tree")?;
+        let _ = std::fs::remove_file(&archive);
+        Ok(root)
+    }
+}
+
 impl ImageView for GuestImage {
+    fn host_root(&self) -> Option<&Path> {
+        self.extracted
+            .get_or_init(|| match self.extract_tree() {
+                Ok(root) => Some(root),
+                Err(e) => {
+                    tracing::warn!("could not unpack the image for scanning: {e:#}");
+                    None
+                }
+            })
+            .as_deref()
+    }
+
     /// Groups the paths by top-level folder and reads each folder as one
     /// tar stream: one round trip per folder instead of one per file,
     /// which matters when the appliance runs under emulation.
