@@ -306,7 +306,9 @@ impl GuestImage {
     /// read.
     fn extract_tree(&self) -> Result<PathBuf> {
         let archive = self.scratch.path().join("tree.tar");
-        let archive_str = archive.to_str().context("scratch path is not valid UTF-8")?;
+        let archive_str = archive
+            .to_str()
+            .context("scratch path is not valid UTF-8")?;
         let opts = guestfs::TarOutOptArgs {
             compress: None,
             numericowner: Some(true),
@@ -321,7 +323,12 @@ impl GuestImage {
         let root = self.scratch.path().join("tree");
         std::fs::create_dir(&root)?;
         crate::exec::Cmd::new("tar")
-            .args(["-x", "--no-same-owner", "--no-same-permissions", "--exclude=./dev/*"])
+            .args([
+                "-x",
+                "--no-same-owner",
+                "--no-same-permissions",
+                "--exclude=./dev/*",
+            ])
             .arg("-f")
             .arg(&archive)
             .arg("-C")
