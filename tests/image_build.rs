@@ -617,7 +617,7 @@ fn failing_layer_command_leaves_nothing() {
         build.stderr
     );
     assert!(
-        error.contains(" false`"),
+        error.contains("`false`"),
         "error does not name the command:\n{}",
         build.stderr
     );

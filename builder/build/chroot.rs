@@ -65,10 +65,7 @@ pub fn command_with_dev_links(
         cmd = cmd.arg("--dev-link").arg(format!("{name}={target}"));
     }
     let shown: Vec<String> = argv.iter().map(|a| crate::exec::quote(a)).collect();
-    Ok(cmd
-        .arg("--")
-        .args(argv)
-        .label(format!("{} (inside the image)", shown.join(" "))))
+    Ok(cmd.arg("--").args(argv).label(shown.join(" ")))
 }
 
 /// Entry point of the hidden subcommand: mounts the API file systems under

@@ -48,7 +48,7 @@ fn apply(ctx: &BuildContext, layer: &Layer) -> Result<()> {
 
     for argv in &layer.run {
         tracing::info!("layer {}: running {}", layer.name, argv.join(" "));
-        in_tree(argv.clone())?;
+        in_tree(argv.clone()).context("a command inside the image failed")?;
     }
 
     if !layer.enable.is_empty() {
