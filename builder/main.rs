@@ -149,6 +149,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let report = match forge::check::check_image(&image, &policy, true) {
                 Ok(r) => r,
                 Err(e) => {
+                    // An interrupt makes the appliance fail too; report the
+                    // interrupt, not the appliance's error.
+                    forge::exec::check_interrupted()?;
                     eprintln!("forge: error: cannot check {}: {e:#}", image.display());
                     return Ok(ExitCode::from(2));
                 }
