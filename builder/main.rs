@@ -50,6 +50,13 @@ enum Command {
         #[arg(long)]
         clamav_db: Option<PathBuf>,
     },
+    /// List every rule: id, severity and title.
+    Rules,
+    /// Print one rule in full.
+    Explain {
+        /// Rule id, as `forge rules` lists it.
+        id: String,
+    },
     /// Internal: run a command inside an image tree (used by forge itself).
     #[command(name = "internal-enter", hide = true)]
     InternalEnter {
@@ -67,6 +74,13 @@ enum Command {
 enum Format {
     Text,
     Json,
+}
+
+fn severity_name(rule: &forge::check::rules::Rule) -> &'static str {
+    match rule.severity {
+        forge::check::rules::Severity::Blocking => "blocking",
+        forge::check::rules::Severity::Required => "required",
+    }
 }
 
 fn init_logging(verbose: u8) {
@@ -161,6 +175,27 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             }
             Ok(ExitCode::from(report.verdict.exit_code() as u8))
+        }
+        Command::Rules => {
+            for rule in forge::check::rules::catalogue() {
+                println!("{:<28} {:<9} {}", rule.id, severity_name(rule), rule.title);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { id } => {
+            let Some(rule) = forge::check::rules::find(&id) else {
+                eprintln!("forge: error: unknown rule {id:?}; `forge rules` lists the ids");
+                return Ok(ExitCode::from(2));
+            };
+            println!("{}: {}", rule.id, rule.title);
+            println!("severity: {}", severity_name(rule));
+            println!("requirement: {}", rule.requirement);
+            let waivable = forge::check::rules::WAIVABLE.contains(&rule.id);
+            println!(
+                "waivable: {}",
+                if waivable { "yes, with a reason" } else { "no" }
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::InternalEnter { .. } => unreachable!("handled before logging starts"),
     }
