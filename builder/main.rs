@@ -74,6 +74,8 @@ enum Command {
 enum Format {
     Text,
     Json,
+    Junit,
+    Markdown,
 }
 
 fn severity_name(rule: &forge::check::rules::Rule) -> &'static str {
@@ -173,6 +175,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             match format {
                 Format::Text => print!("{}", forge::check::report::render_text(&report)),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Junit => print!("{}", forge::check::report::render_junit(&report)),
+                Format::Markdown => print!("{}", forge::check::report::render_markdown(&report)),
             }
             Ok(ExitCode::from(report.verdict.exit_code() as u8))
         }

@@ -379,7 +379,14 @@ fn minimal_recipe_builds_compliant() {
     let build = minimal_build();
     build.assert_succeeded();
 
-    for suffix in [".vhd", ".report.json", ".report.txt", ".vhd.sha256"] {
+    for suffix in [
+        ".vhd",
+        ".report.json",
+        ".report.txt",
+        ".report.junit.xml",
+        ".report.md",
+        ".vhd.sha256",
+    ] {
         let path = build.output(suffix);
         assert!(path.is_file(), "{} is missing", path.display());
     }

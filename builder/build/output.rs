@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::disk::DiskIds;
 use super::Artifacts;
-use crate::check::report::{render_text, Report};
+use crate::check::report::{render_junit, render_markdown, render_text, Report};
 use crate::vhd::Footer;
 
 pub struct Pending {
@@ -61,10 +61,14 @@ impl Pending {
 
         let json_tmp = self.temp(".report.json");
         let text_tmp = self.temp(".report.txt");
+        let junit_tmp = self.temp(".report.junit.xml");
+        let markdown_tmp = self.temp(".report.md");
         let sum_tmp = self.temp(".vhd.sha256");
         let json = serde_json::to_string_pretty(&report)? + "\n";
         write_synced(&json_tmp, json.as_bytes())?;
         write_synced(&text_tmp, render_text(&report).as_bytes())?;
+        write_synced(&junit_tmp, render_junit(&report).as_bytes())?;
+        write_synced(&markdown_tmp, render_markdown(&report).as_bytes())?;
         let sum_line = format!("{}  {}.vhd\n", report.sha256, self.stem);
         write_synced(&sum_tmp, sum_line.as_bytes())?;
 
@@ -72,6 +76,8 @@ impl Pending {
         let text_report = self.final_path(".report.txt");
         fs::rename(&json_tmp, &json_report)?;
         fs::rename(&text_tmp, &text_report)?;
+        fs::rename(&junit_tmp, self.final_path(".report.junit.xml"))?;
+        fs::rename(&markdown_tmp, self.final_path(".report.md"))?;
         fs::rename(&sum_tmp, self.final_path(".vhd.sha256"))?;
         fs::rename(&vhd_tmp, &vhd)?;
         sync_dir(&self.dir);

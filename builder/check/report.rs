@@ -78,6 +78,98 @@ pub fn render_text(report: &Report) -> String {
     out
 }
 
+/// Renders JUnit XML with one test case per rule, so CI systems show each
+/// rule as a test: `fail` is a failure, `not-run` an error, and `waived`
+/// and `not-applicable` are skipped with the reason or evidence.
+pub fn render_junit(report: &Report) -> String {
+    let count = |s: Status| report.rules.iter().filter(|f| f.status == s).count();
+    let skipped = count(Status::Waived) + count(Status::NotApplicable);
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    out.push_str(&format!(
+        "<testsuite name=\"forge check\" tests=\"{}\" failures=\"{}\" errors=\"{}\" \
+         skipped=\"{skipped}\">\n",
+        report.rules.len(),
+        count(Status::Fail),
+        count(Status::NotRun),
+    ));
+    out.push_str(&format!(
+        "  <properties>\n    <property name=\"image\" value=\"{}\"/>\n    \
+         <property name=\"sha256\" value=\"{}\"/>\n    \
+         <property name=\"verdict\" value=\"{}\"/>\n  </properties>\n",
+        xml_escape(&report.image),
+        xml_escape(&report.sha256),
+        report.verdict.as_str()
+    ));
+    for f in &report.rules {
+        let evidence = xml_escape(&f.evidence);
+        out.push_str(&format!(
+            "  <testcase classname=\"forge.rules\" name=\"{}\">",
+            f.id
+        ));
+        match f.status {
+            Status::Pass => out.push_str(&format!("<system-out>{evidence}</system-out>")),
+            Status::Fail => out.push_str(&format!(
+                "<failure message=\"{evidence}\">{evidence}</failure>"
+            )),
+            Status::NotRun => out.push_str(&format!(
+                "<error message=\"not run: {evidence}\">{evidence}</error>"
+            )),
+            Status::Waived => {
+                let reason = xml_escape(f.reason.as_deref().unwrap_or(""));
+                out.push_str(&format!(
+                    "<skipped message=\"waived: {reason}\"/><system-out>{evidence}</system-out>"
+                ));
+            }
+            Status::NotApplicable => out.push_str(&format!(
+                "<skipped message=\"not applicable: {evidence}\"/>"
+            )),
+        }
+        out.push_str("</testcase>\n");
+    }
+    out.push_str("</testsuite>\n");
+    out
+}
+
+/// Renders Markdown a vendor can attach to a Marketplace submission.
+pub fn render_markdown(report: &Report) -> String {
+    let os = &report.os;
+    let mut out = String::from("# forge compliance report\n\n");
+    out.push_str(&format!("- Image: `{}`\n", report.image));
+    out.push_str(&format!("- SHA-256: `{}`\n", report.sha256));
+    out.push_str(&format!("- OS: {} {} {}\n", os.family, os.version, os.arch));
+    out.push_str(&format!("- Verdict: **{}**\n\n", report.verdict.as_str()));
+    out.push_str("| Rule | Status | Evidence |\n|---|---|---|\n");
+    for f in &report.rules {
+        let mut evidence = f.evidence.clone();
+        if let Some(reason) = &f.reason {
+            evidence = format!("waived: {reason}; {evidence}");
+        }
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            f.id,
+            f.status.as_str(),
+            evidence.replace('|', "\\|").replace('\n', " ")
+        ));
+    }
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t') => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Renders one row per finding with the columns padded to the widest value.
 fn render_table(rules: &[Finding]) -> String {
     let id_width = rules
@@ -132,6 +224,31 @@ mod tests {
             arch: "x86_64".into(),
         };
         Report::new("out/x.vhd", "ab12", os, rules)
+    }
+
+    #[test]
+    fn junit_has_one_case_per_rule() {
+        let xml = render_junit(&sample());
+        assert_eq!(xml.matches("<testcase ").count(), 2);
+        assert!(xml.contains("tests=\"2\" failures=\"0\" errors=\"0\" skipped=\"1\""));
+        assert!(xml.contains("waived: the product is a firewall"));
+    }
+
+    #[test]
+    fn junit_escapes_evidence() {
+        let mut report = sample();
+        report.rules[0].status = Status::Fail;
+        report.rules[0].evidence = "a <b> & \"c\"".into();
+        let xml = render_junit(&report);
+        assert!(xml.contains("a &lt;b&gt; &amp; &quot;c&quot;"));
+        assert!(!xml.contains("<b>"));
+    }
+
+    #[test]
+    fn markdown_shows_verdict_and_reason() {
+        let md = render_markdown(&sample());
+        assert!(md.contains("Verdict: **compliant**"));
+        assert!(md.contains("| `firewall-disabled` | waived | waived: the product is a firewall"));
     }
 
     #[test]
