@@ -52,7 +52,7 @@ pub struct Cmd {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     stdin: Option<Vec<u8>>,
-    /// What logs and errors show in place of the full command line.
+    /// Short form of the command line shown in errors.
     label: Option<String>,
 }
 
@@ -110,7 +110,7 @@ impl Cmd {
         self
     }
 
-    /// The command line as a shell user would read it, for logs and errors.
+    /// Returns the command line as a shell user would read it.
     pub fn display(&self) -> String {
         std::iter::once(&self.program)
             .chain(&self.args)
@@ -218,7 +218,7 @@ pub fn quote(s: &str) -> String {
     }
 }
 
-/// Whether `program` is found on `PATH` (or is an existing path).
+/// Returns whether `program` is on `PATH` or is an existing path.
 pub fn have(program: &str) -> bool {
     if program.contains('/') {
         return Path::new(program).exists();

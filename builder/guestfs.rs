@@ -252,8 +252,8 @@ impl GuestImage {
         let archive_str = archive
             .to_str()
             .context("scratch path is not valid UTF-8")?;
-        // Large files nobody asked for stay out of the stream: under
-        // emulation the appliance sends a few MB per second, and apt's
+        // Large files outside the request stay out of the stream, because
+        // under emulation the appliance sends a few MB per second and apt's
         // package lists alone are over 100 MB.
         let prefix = format!("{top}/");
         let skipped: Vec<String> = self

@@ -418,7 +418,7 @@ fn validate_overlay(dir: &Path, as_written: &str) -> Result<PathBuf> {
     Ok(root)
 }
 
-/// Whether `target`, relative to folder `from` (relative to the overlay
+/// Returns whether `target`, relative to folder `from` (relative to the overlay
 /// root), climbs above the root.
 fn escapes(from: &Path, target: &Path) -> bool {
     let mut depth: i64 = from.components().count() as i64;

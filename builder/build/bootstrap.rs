@@ -152,16 +152,7 @@ pub fn run(ctx: &BuildContext) -> Result<()> {
     let cache = ctx.cache_dir.join("debs");
     fs::create_dir_all(&cache).with_context(|| format!("failed to create {}", cache.display()))?;
 
-    let mut cmd = Cmd::new("unshare")
-        .args([
-            "--mount",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--propagation",
-            "private",
-            "--",
-        ])
+    let mut cmd = super::chroot::isolated()
         .arg("mmdebstrap")
         .args([
             "--mode=root",

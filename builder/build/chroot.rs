@@ -28,6 +28,20 @@ const BASE_ENV: &[(&str, &str)] = &[
     ("DEBCONF_NONINTERACTIVE_SEEN", "true"),
 ];
 
+/// Starts a command line that runs the program after it in new mount and
+/// PID namespaces: its mounts and processes end when it ends.
+pub fn isolated() -> Cmd {
+    Cmd::new("unshare").args([
+        "--mount",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--propagation",
+        "private",
+        "--",
+    ])
+}
+
 /// Builds the command that runs `argv` inside `tree`.
 ///
 /// `env` adds variables to the fixed environment; nothing else of forge's
@@ -45,19 +59,7 @@ pub fn command_with_dev_links(
     dev_links: &[(String, String)],
 ) -> Result<Cmd> {
     let exe = std::env::current_exe().context("failed to find forge's own executable")?;
-    let mut cmd = Cmd::new("unshare")
-        .args([
-            "--mount",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--propagation",
-            "private",
-            "--",
-        ])
-        .arg(exe)
-        .arg(ENTER_SUBCOMMAND)
-        .arg(tree);
+    let mut cmd = isolated().arg(exe).arg(ENTER_SUBCOMMAND).arg(tree);
     for (k, v) in env {
         cmd = cmd.arg("--env").arg(format!("{k}={v}"));
     }

@@ -36,7 +36,7 @@ impl Status {
     }
 }
 
-/// What one rule found: a status and the evidence behind it.
+/// Result of one rule: a status and the evidence behind it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub status: Status,
@@ -113,7 +113,7 @@ pub struct DiskFacts {
     pub lvm_pvs: Vec<String>,
 }
 
-/// What the OS inspection found.
+/// Operating system found by inspection.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct OsInfo {
     pub family: String,
