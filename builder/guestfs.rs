@@ -505,7 +505,7 @@ fn meta_of(stat: &StatNS) -> FileMeta {
 
 /// Container format of an image file, detected from its magic bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Container {
+pub(crate) enum Container {
     Raw,
     /// Raw data followed by a 512-byte footer with the `conectix` cookie.
     FixedVhd,
@@ -517,7 +517,7 @@ enum Container {
 
 impl Container {
     /// Returns the QEMU driver name of the format.
-    fn qemu_format(self) -> &'static str {
+    pub(crate) fn qemu_format(self) -> &'static str {
         match self {
             Container::Raw => "raw",
             Container::FixedVhd | Container::DynamicVhd => "vpc",
@@ -535,7 +535,7 @@ pub fn detect_format(path: &Path) -> Result<&'static str> {
     Ok(detect_container(path)?.qemu_format())
 }
 
-fn detect_container(path: &Path) -> Result<Container> {
+pub(crate) fn detect_container(path: &Path) -> Result<Container> {
     let mut file =
         File::open(path).with_context(|| format!("failed to open image {}", path.display()))?;
     let len = file

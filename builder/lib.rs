@@ -4,6 +4,7 @@
 pub mod accel;
 pub mod build;
 pub mod check;
+pub mod direct;
 pub mod exec;
 pub mod guestfs;
 pub mod recipe;

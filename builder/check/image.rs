@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::report::Report;
-use super::{run_rules, OsInfo, Policy, Subject};
+use super::{run_rules, Policy, Subject};
+use crate::direct::{DirectImage, Opened};
 use crate::guestfs::GuestImage;
 
 /// Opens `image` read-only, inspects it and runs every rule.
@@ -19,22 +20,37 @@ pub fn check_image(image: &Path, policy: &Policy, hash: bool) -> Result<Report> 
         let image = image.to_path_buf();
         std::thread::spawn(move || crate::build::output::sha256_sparse(&image))
     });
-    let guest = GuestImage::open(image)?;
-    if guest.disk().partitions.is_empty() && guest.os().is_none() {
-        anyhow::bail!(
-            "{} has no partition table and no operating system; is it a disk image?",
-            image.display()
-        );
+    let findings;
+    let os;
+    match open_direct(image)? {
+        Some(direct) => {
+            os = direct.os().clone();
+            let subject = Subject {
+                disk: direct.disk(),
+                fs: Some(&*direct as &dyn crate::check::ImageView),
+                os: &os,
+                policy,
+            };
+            findings = run_rules(&subject);
+        }
+        None => {
+            let guest = GuestImage::open(image)?;
+            if guest.disk().partitions.is_empty() && guest.os().is_none() {
+                anyhow::bail!(
+                    "{} has no partition table and no operating system; is it a disk image?",
+                    image.display()
+                );
+            }
+            os = guest.os().cloned().unwrap_or_default();
+            let subject = Subject {
+                disk: guest.disk(),
+                fs: guest.view(),
+                os: &os,
+                policy,
+            };
+            findings = run_rules(&subject);
+        }
     }
-    let no_os = OsInfo::default();
-    let os = guest.os().unwrap_or(&no_os);
-    let subject = Subject {
-        disk: guest.disk(),
-        fs: guest.view(),
-        os,
-        policy,
-    };
-    let findings = run_rules(&subject);
     let sha256 = match hashing {
         Some(handle) => handle
             .join()
@@ -44,7 +60,30 @@ pub fn check_image(image: &Path, policy: &Policy, hash: bool) -> Result<Report> 
     Ok(Report::new(
         image.display().to_string(),
         sha256,
-        os.clone(),
+        os,
         findings,
     ))
+}
+
+/// Environment variable that picks the reader: `libguestfs` forces the
+/// appliance even where the direct reader would do, for comparing the two.
+pub const READER_ENV: &str = "FORGE_CHECK_READER";
+
+/// Opens `image` with the direct reader when its layout allows; `None`
+/// means libguestfs must read it.
+fn open_direct(image: &Path) -> Result<Option<Box<DirectImage>>> {
+    if std::env::var(READER_ENV).is_ok_and(|v| v == "libguestfs") {
+        tracing::debug!("{READER_ENV}=libguestfs: reading the image through libguestfs");
+        return Ok(None);
+    }
+    match DirectImage::open(image)? {
+        Opened::Image(direct) => {
+            tracing::debug!("reading the image directly, without an appliance");
+            Ok(Some(direct))
+        }
+        Opened::Declined(reason) => {
+            tracing::debug!("reading the image through libguestfs: {reason}");
+            Ok(None)
+        }
+    }
 }

@@ -1,0 +1,643 @@
+//! Reads raw disks and fixed VHDs straight from the image file, without
+//! starting a libguestfs appliance.
+//!
+//! Under emulation an appliance costs about 20 s to launch and each file it
+//! serves is a round trip, while the common image (GPT, ext4 root, FAT ESP)
+//! can be read on the host in well under a second. [`DirectImage::open`]
+//! handles that common case and declines everything else (other
+//! containers, LVM, LUKS, XFS, btrfs, several OS roots, an ext4 feature it
+//! cannot read) with a reason, so that the caller falls back to libguestfs.
+
+mod probe;
+mod table;
+mod volume;
+
+use std::cell::{OnceCell, RefCell};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use crate::check::rules::paths;
+use crate::check::{DiskFacts, FileKind, FileMeta, ImageView, OsInfo, Partition, WalkEntry};
+use crate::guestfs::{detect_container, Container};
+use probe::Probe;
+use volume::Volume;
+
+/// The data part of an image file: the whole file for a raw disk, all but
+/// the footer for a fixed VHD.
+pub struct Disk {
+    file: Arc<File>,
+    pub len: u64,
+}
+
+impl Disk {
+    /// Reads exactly `len` bytes at `offset`.
+    pub fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if offset.saturating_add(len as u64) > self.len {
+            bail!(
+                "the image is truncated: {len} bytes at offset {offset} lie beyond \
+                 its end at {}",
+                self.len
+            );
+        }
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .with_context(|| format!("failed to read {len} bytes at offset {offset}"))?;
+        Ok(buf)
+    }
+
+    fn region(&self, start: u64, len: u64) -> Region {
+        Region {
+            file: Arc::clone(&self.file),
+            start,
+            len,
+        }
+    }
+}
+
+/// The bytes of one partition.
+#[derive(Clone)]
+pub struct Region {
+    file: Arc<File>,
+    start: u64,
+    pub len: u64,
+}
+
+impl Region {
+    /// Reads up to `len` bytes at `offset`, fewer at the end of the region.
+    pub fn read_vec_upto(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let available = self.len.saturating_sub(offset).min(len as u64) as usize;
+        let mut buf = vec![0u8; available];
+        self.file
+            .read_exact_at(&mut buf, self.start + offset)
+            .with_context(|| format!("failed to read {available} bytes of a partition"))?;
+        Ok(buf)
+    }
+}
+
+impl ext4_view::Ext4Read for Region {
+    fn read(
+        &mut self,
+        start_byte: u64,
+        dst: &mut [u8],
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        if start_byte.saturating_add(dst.len() as u64) > self.len {
+            return Err("read beyond the end of the partition".into());
+        }
+        self.file.read_exact_at(dst, self.start + start_byte)?;
+        Ok(())
+    }
+}
+
+/// A disk image read on the host, with its OS file systems mounted at the
+/// places the OS's fstab lists.
+pub struct DirectImage {
+    disk: DiskFacts,
+    os: OsInfo,
+    volumes: Vec<Volume>,
+    /// Mount points and the volume mounted there, longest first.
+    mounts: Vec<(String, usize)>,
+    walk_cache: RefCell<Option<Vec<WalkEntry>>>,
+    extracted: OnceCell<Option<tempfile::TempDir>>,
+}
+
+/// The outcome of trying the direct reader.
+pub enum Opened {
+    Image(Box<DirectImage>),
+    /// The image is readable but needs libguestfs, for the reason given.
+    Declined(String),
+}
+
+impl DirectImage {
+    /// Opens `path` if its layout is one the direct reader handles. Errors
+    /// mean the image itself cannot be read (missing, truncated, damaged
+    /// partition table), not that libguestfs is needed.
+    pub fn open(path: &Path) -> Result<Opened> {
+        let container = detect_container(path)?;
+        let file =
+            File::open(path).with_context(|| format!("failed to open image {}", path.display()))?;
+        let file_len = file
+            .metadata()
+            .with_context(|| format!("failed to read the size of {}", path.display()))?
+            .len();
+        let data_len = match container {
+            Container::Raw => file_len,
+            Container::FixedVhd => file_len - crate::vhd::FOOTER_LEN as u64,
+            other => {
+                return Ok(Opened::Declined(format!(
+                    "{} images are read through libguestfs",
+                    other.qemu_format()
+                )))
+            }
+        };
+        if file_len == 0 {
+            bail!("{} is empty, not a disk image", path.display());
+        }
+        let tail_len = file_len.min(crate::vhd::FOOTER_LEN as u64) as usize;
+        let mut tail = vec![0u8; tail_len];
+        file.read_exact_at(&mut tail, file_len - tail_len as u64)
+            .with_context(|| format!("failed to read the end of {}", path.display()))?;
+        let disk = Disk {
+            file: Arc::new(file),
+            len: data_len,
+        };
+
+        let table = table::read(&disk).with_context(|| path.display().to_string())?;
+        if table.kind.is_empty() {
+            return Ok(Opened::Declined(
+                "the disk has no partition table".to_owned(),
+            ));
+        }
+        if table.has_extended {
+            return Ok(Opened::Declined(
+                "the MBR has an extended partition".to_owned(),
+            ));
+        }
+        let mut partitions = Vec::new();
+        let mut probes = Vec::new();
+        for entry in &table.entries {
+            let region = disk.region(
+                entry.start_sector * table::SECTOR,
+                entry.sectors * table::SECTOR,
+            );
+            let probe = probe::probe(&region)?;
+            if let Some(kind) = probe.fs_type.as_deref() {
+                if !matches!(kind, "ext2" | "ext3" | "ext4" | "vfat" | "swap") {
+                    return Ok(Opened::Declined(format!(
+                        "partition {} holds {kind}",
+                        entry.number
+                    )));
+                }
+            }
+            partitions.push(Partition {
+                number: entry.number,
+                start_sector: entry.start_sector,
+                size_bytes: entry.sectors * table::SECTOR,
+                type_id: entry.type_id.clone(),
+                fs_type: probe.fs_type.clone(),
+            });
+            probes.push((entry.clone(), probe, region));
+        }
+        let facts = DiskFacts {
+            path: path.to_path_buf(),
+            file_len,
+            tail,
+            format: container.qemu_format().to_owned(),
+            virtual_size: data_len,
+            partition_table: table.kind.clone(),
+            partitions,
+            lvm_pvs: Vec::new(),
+        };
+
+        let mut roots = Vec::new();
+        for (index, (_, probe, region)) in probes.iter().enumerate() {
+            if !matches!(probe.fs_type.as_deref(), Some("ext2" | "ext3" | "ext4")) {
+                continue;
+            }
+            let volume = match Volume::open_ext(region.clone()) {
+                Ok(volume) => volume,
+                Err(e) => return Ok(Opened::Declined(format!("{e:#}"))),
+            };
+            if volume.exists("/etc/os-release") || volume.exists("/usr/lib/os-release") {
+                roots.push((index, volume));
+            }
+        }
+        let (root_index, root) = match roots.len() {
+            1 => roots.pop().expect("one root"),
+            0 => return Ok(Opened::Declined("no OS root with os-release".to_owned())),
+            n => return Ok(Opened::Declined(format!("{n} OS roots"))),
+        };
+
+        let mut volumes = vec![root];
+        let mut mounts = vec![("/".to_owned(), 0)];
+        let fstab = volumes[0]
+            .read_following("/etc/fstab")
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default();
+        for (source, target) in local_mounts(&fstab) {
+            let Some(index) = probes
+                .iter()
+                .position(|(entry, probe, _)| source_matches(&source, entry, probe))
+            else {
+                tracing::debug!(%source, %target, "fstab source is not on this disk; not mounted");
+                continue;
+            };
+            if index == root_index {
+                continue;
+            }
+            let (_, probe, region) = &probes[index];
+            let volume = match probe.fs_type.as_deref() {
+                Some("ext2" | "ext3" | "ext4") => Volume::open_ext(region.clone()),
+                Some("vfat") => Volume::open_fat(region.clone()),
+                other => {
+                    return Ok(Opened::Declined(format!(
+                        "fstab mounts {} from a partition holding {}",
+                        target,
+                        other.unwrap_or("no file system")
+                    )))
+                }
+            };
+            match volume {
+                Ok(volume) => {
+                    volumes.push(volume);
+                    mounts.push((target, volumes.len() - 1));
+                }
+                Err(e) => return Ok(Opened::Declined(format!("{target}: {e:#}"))),
+            }
+        }
+        mounts.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+
+        let mut image = DirectImage {
+            disk: facts,
+            os: OsInfo::default(),
+            volumes,
+            mounts,
+            walk_cache: RefCell::new(None),
+            extracted: OnceCell::new(),
+        };
+        image.os = image.read_os_info()?;
+        Ok(Opened::Image(Box::new(image)))
+    }
+
+    pub fn disk(&self) -> &DiskFacts {
+        &self.disk
+    }
+
+    pub fn os(&self) -> &OsInfo {
+        &self.os
+    }
+
+    /// Finds the volume that contains `path` and the path inside that volume.
+    fn resolve(&self, path: &str) -> Result<(&Volume, String)> {
+        if !path.starts_with('/') {
+            bail!("image paths must be absolute, got {path:?}");
+        }
+        for (point, index) in &self.mounts {
+            let inner = if point == "/" {
+                Some(path)
+            } else if path == point {
+                Some("/")
+            } else {
+                path.strip_prefix(point.as_str())
+                    .filter(|rest| rest.starts_with('/'))
+            };
+            if let Some(inner) = inner {
+                return Ok((&self.volumes[*index], inner.to_owned()));
+            }
+        }
+        unreachable!("/ is always mounted")
+    }
+
+    fn is_mount_point(&self, path: &str) -> bool {
+        self.mounts.iter().any(|(point, _)| point == path)
+    }
+
+    fn read_os_info(&self) -> Result<OsInfo> {
+        let release = match self.read_text("/etc/os-release")? {
+            Some(text) => text,
+            None => {
+                let target = paths::resolve(self, "/etc/os-release")?;
+                let fallback = target.as_deref().unwrap_or("/usr/lib/os-release");
+                self.read_text(fallback)?.unwrap_or_default()
+            }
+        };
+        let field = |key: &str| {
+            release.lines().find_map(|line| {
+                let value = line.trim().strip_prefix(key)?.strip_prefix('=')?;
+                Some(value.trim_matches(|c| c == '"' || c == '\'').to_owned())
+            })
+        };
+        let id = field("ID").unwrap_or_else(|| "linux".to_owned());
+        let family = distro_name(&id);
+        let version = match (family.as_str(), field("VERSION_ID")) {
+            ("debian", Some(v)) => v.split('.').next().unwrap_or_default().to_owned(),
+            ("debian", None) => self
+                .read_text("/etc/debian_version")?
+                .and_then(|v| {
+                    let major: String = v.chars().take_while(char::is_ascii_digit).collect();
+                    (!major.is_empty()).then_some(major)
+                })
+                .unwrap_or_default(),
+            (_, v) => v.unwrap_or_default(),
+        };
+        Ok(OsInfo {
+            family,
+            version,
+            arch: self.read_arch()?,
+        })
+    }
+
+    /// Reads the architecture of the OS's shell and core tools from their
+    /// ELF headers, named as libguestfs names it.
+    fn read_arch(&self) -> Result<String> {
+        for candidate in ["/bin/bash", "/bin/sh", "/bin/ls", "/usr/bin/env"] {
+            let Some(real) = paths::resolve(self, candidate)? else {
+                continue;
+            };
+            let head = match self.lstat(&real)? {
+                Some(meta) if meta.kind == FileKind::File => self.read_at(&real, 0, 20)?,
+                _ => continue,
+            };
+            if head.len() < 20 || &head[0..4] != b"\x7fELF" {
+                continue;
+            }
+            let class64 = head[4] == 2;
+            let little = head[5] == 1;
+            let machine = if little {
+                u16::from_le_bytes([head[18], head[19]])
+            } else {
+                u16::from_be_bytes([head[18], head[19]])
+            };
+            let arch = match (machine, class64, little) {
+                (0x3E, _, _) => "x86_64",
+                (0xB7, _, _) => "aarch64",
+                (0x03, _, _) => "i386",
+                (0x28, _, _) => "arm",
+                (0xF3, true, _) => "riscv64",
+                (0x15, true, true) => "ppc64le",
+                (0x15, true, false) => "ppc64",
+                (0x16, _, _) => "s390x",
+                _ => "unknown",
+            };
+            return Ok(arch.to_owned());
+        }
+        Ok("unknown".to_owned())
+    }
+
+    /// Unpacks the whole tree into a temporary folder, for clamscan.
+    fn extract_tree(&self) -> Result<tempfile::TempDir> {
+        let dir = tempfile::Builder::new()
+            .prefix("forge-tree-")
+            .tempdir()
+            .context("failed to create a folder to unpack the image into")?;
+        for entry in self.walk()? {
+            if entry.path.starts_with("/dev/") || entry.path.starts_with("/proc/") {
+                continue;
+            }
+            let host = dir.path().join(entry.path.trim_start_matches('/'));
+            match entry.meta.kind {
+                FileKind::Dir => std::fs::create_dir_all(&host)?,
+                FileKind::File => {
+                    if let Some(parent) = host.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    let bytes = self.read(&entry.path)?.unwrap_or_default();
+                    std::fs::write(&host, bytes)
+                        .with_context(|| format!("failed to write {}", host.display()))?;
+                }
+                FileKind::Symlink | FileKind::Other => {}
+            }
+        }
+        Ok(dir)
+    }
+
+    fn walk_into(&self, dir: &str, out: &mut Vec<WalkEntry>) -> Result<()> {
+        let (volume, inner) = self.resolve(dir)?;
+        for (name, mut meta) in volume.list(&inner)? {
+            let path = paths::join(dir, &name);
+            if self.is_mount_point(&path) {
+                if let Some(root) = self.lstat(&path)? {
+                    meta = root;
+                }
+            }
+            let is_dir = meta.kind == FileKind::Dir;
+            out.push(WalkEntry {
+                path: path.clone(),
+                meta,
+            });
+            if is_dir {
+                self.walk_into(&path, out)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ImageView for DirectImage {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        let (volume, inner) = self.resolve(path)?;
+        volume.read(&inner)
+    }
+
+    fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let (volume, inner) = self.resolve(path)?;
+        volume.read_at(&inner, offset, len)
+    }
+
+    fn lstat(&self, path: &str) -> Result<Option<FileMeta>> {
+        let (volume, inner) = self.resolve(path)?;
+        volume.lstat(&inner)
+    }
+
+    fn read_link(&self, path: &str) -> Result<Option<String>> {
+        let (volume, inner) = self.resolve(path)?;
+        volume.read_link(&inner)
+    }
+
+    fn list_dir(&self, path: &str) -> Result<Vec<String>> {
+        let (volume, inner) = self.resolve(path)?;
+        Ok(volume
+            .list(&inner)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    fn walk(&self) -> Result<Vec<WalkEntry>> {
+        if let Some(cached) = self.walk_cache.borrow().as_ref() {
+            return Ok(cached.clone());
+        }
+        let mut entries = Vec::new();
+        self.walk_into("/", &mut entries)?;
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        *self.walk_cache.borrow_mut() = Some(entries.clone());
+        Ok(entries)
+    }
+
+    fn host_root(&self) -> Option<&Path> {
+        self.extracted
+            .get_or_init(|| match self.extract_tree() {
+                Ok(dir) => Some(dir),
+                Err(e) => {
+                    tracing::warn!("could not unpack the image for scanning: {e:#}");
+                    None
+                }
+            })
+            .as_ref()
+            .map(tempfile::TempDir::path)
+    }
+}
+
+/// Maps an os-release `ID` to the distribution name of libguestfs
+/// inspection.
+fn distro_name(id: &str) -> String {
+    match id {
+        "ol" => "oraclelinux",
+        "sles" | "sled" | "sles_sap" => "sles",
+        "opensuse" | "opensuse-leap" | "opensuse-tumbleweed" => "opensuse",
+        "rhel" | "redhat" => "rhel",
+        other => other,
+    }
+    .to_owned()
+}
+
+/// File systems in fstab that are not on a disk.
+const NOT_ON_DISK: &[&str] = &[
+    "swap",
+    "proc",
+    "sysfs",
+    "tmpfs",
+    "devpts",
+    "devtmpfs",
+    "cgroup",
+    "cgroup2",
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smbfs",
+    "fuse",
+    "none",
+    "bind",
+    "overlay",
+    "efivarfs",
+    "securityfs",
+    "debugfs",
+    "mqueue",
+    "hugetlbfs",
+    "ramfs",
+    "9p",
+    "virtiofs",
+];
+
+/// Returns the `(source, mount point)` pairs of fstab entries that mount a
+/// local file system somewhere other than `/`.
+fn local_mounts(fstab: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in fstab.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 3 || fields[0].starts_with('#') {
+            continue;
+        }
+        let (source, target, kind) = (fields[0], fields[1], fields[2]);
+        let options = fields.get(3).copied().unwrap_or_default();
+        if target == "/"
+            || !target.starts_with('/')
+            || NOT_ON_DISK.contains(&kind)
+            || options.split(',').any(|o| o == "bind")
+        {
+            continue;
+        }
+        out.push((source.to_owned(), paths_normalize(target)));
+    }
+    out
+}
+
+fn paths_normalize(target: &str) -> String {
+    let trimmed = target.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+/// Tells whether an fstab source names this partition.
+fn source_matches(source: &str, entry: &table::TableEntry, probe: &Probe) -> bool {
+    let eq = |a: Option<&str>, b: &str| a.is_some_and(|a| a.eq_ignore_ascii_case(b));
+    let by = |prefix: &str, link: &str| {
+        source
+            .strip_prefix(prefix)
+            .or_else(|| source.strip_prefix(link))
+    };
+    if let Some(uuid) = by("UUID=", "/dev/disk/by-uuid/") {
+        return eq(probe.uuid.as_deref(), uuid);
+    }
+    if let Some(label) = by("LABEL=", "/dev/disk/by-label/") {
+        return probe.label.as_deref() == Some(label);
+    }
+    if let Some(uuid) = by("PARTUUID=", "/dev/disk/by-partuuid/") {
+        return entry.part_uuid.eq_ignore_ascii_case(uuid);
+    }
+    if let Some(name) = by("PARTLABEL=", "/dev/disk/by-partlabel/") {
+        return entry.name == name;
+    }
+    device_number(source) == Some(entry.number)
+}
+
+/// Returns the partition number of a device name of the first disk (`/dev/sda2`,
+/// `/dev/vda2`, `/dev/nvme0n1p2`).
+fn device_number(source: &str) -> Option<u32> {
+    let name = source.strip_prefix("/dev/")?;
+    let number = ["sda", "vda", "xvda", "hda", "nvme0n1p", "mmcblk0p"]
+        .iter()
+        .find_map(|disk| name.strip_prefix(disk))?;
+    number.parse().ok()
+}
+
+/// Reads a little-endian `u32` at `offset`.
+fn le32(bytes: &[u8], offset: usize) -> u32 {
+    u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"))
+}
+
+/// Reads a little-endian `u64` at `offset`.
+fn le64(bytes: &[u8], offset: usize) -> u64 {
+    u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fstab_mounts_skip_root_swap_and_virtual() {
+        let fstab = "\
+# comment
+UUID=abc / ext4 defaults 0 1
+UUID=1234-ABCD /boot/efi/ vfat umask=0077 0 1
+/swapfile none swap sw 0 0
+tmpfs /tmp tmpfs defaults 0 0
+/srv /mnt/srv none bind 0 0
+/dev/vda3 /var ext4 defaults 0 2
+";
+        assert_eq!(
+            local_mounts(fstab),
+            vec![
+                ("UUID=1234-ABCD".to_owned(), "/boot/efi".to_owned()),
+                ("/dev/vda3".to_owned(), "/var".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn sources_match_by_uuid_label_partuuid_and_device() {
+        let entry = table::TableEntry {
+            number: 15,
+            start_sector: 4096,
+            sectors: 1000,
+            type_id: String::new(),
+            part_uuid: "0f1e2d3c-0000-4000-8000-000000000001".to_owned(),
+            name: "efi".to_owned(),
+        };
+        let probe = Probe {
+            fs_type: Some("vfat".to_owned()),
+            uuid: Some("1234-ABCD".to_owned()),
+            label: Some("ESP".to_owned()),
+        };
+        assert!(source_matches("UUID=1234-abcd", &entry, &probe));
+        assert!(source_matches("LABEL=ESP", &entry, &probe));
+        assert!(source_matches(
+            "PARTUUID=0F1E2D3C-0000-4000-8000-000000000001",
+            &entry,
+            &probe
+        ));
+        assert!(source_matches("PARTLABEL=efi", &entry, &probe));
+        assert!(source_matches("/dev/sda15", &entry, &probe));
+        assert!(source_matches("/dev/nvme0n1p15", &entry, &probe));
+        assert!(!source_matches("/dev/sda1", &entry, &probe));
+        assert!(!source_matches("UUID=other", &entry, &probe));
+    }
+}
