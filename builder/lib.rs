@@ -7,5 +7,6 @@ pub mod check;
 pub mod direct;
 pub mod exec;
 pub mod guestfs;
+pub mod hashcache;
 pub mod recipe;
 pub mod vhd;

@@ -49,6 +49,10 @@ enum Command {
         /// ClamAV signature database folder for the malware scan.
         #[arg(long)]
         clamav_db: Option<PathBuf>,
+        /// Folder where forge remembers image checksums; a checked image
+        /// that has not changed since is not hashed again.
+        #[arg(long, env = "FORGE_CACHE_DIR", default_value = "/var/cache/forge")]
+        cache_dir: PathBuf,
     },
     /// List every rule: id, severity and title.
     Rules,
@@ -157,12 +161,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             image,
             format,
             clamav_db,
+            cache_dir,
         } => {
             let policy = forge::check::Policy {
                 clamav_db,
                 ..Default::default()
             };
-            let report = match forge::check::check_image(&image, &policy, true) {
+            let report = match forge::check::check_image(
+                &image,
+                &policy,
+                forge::check::Hashing::Compute(Some(forge::hashcache::HashCache::new(&cache_dir))),
+            ) {
                 Ok(r) => r,
                 Err(e) => {
                     // An interrupt makes the appliance fail too; report the

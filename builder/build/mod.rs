@@ -122,7 +122,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         std::thread::spawn(move || output::sha256_sparse(&image))
     };
     let report = progress.step("check the finished disk", || {
-        check::check_image(&image, &policy, false)
+        check::check_image(&image, &policy, check::Hashing::Skip)
     })?;
     if report.verdict == Verdict::NonCompliant {
         print_failures(&report);
@@ -142,7 +142,10 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         let sha256 = hashing
             .join()
             .map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
-        outputs.finish(report, sha256)
+        let artifacts = outputs.finish(report, sha256)?;
+        // A later `forge check` of the VHD then skips hashing it again.
+        crate::hashcache::HashCache::new(&opts.cache_dir).put(&artifacts.vhd, &artifacts.sha256);
+        Ok(artifacts)
     })?;
     if artifacts.verdict == Verdict::Incomplete {
         eprintln!(

@@ -8,18 +8,30 @@ use super::report::Report;
 use super::{run_rules, Policy, Subject};
 use crate::direct::{DirectImage, Opened};
 use crate::guestfs::GuestImage;
+use crate::hashcache::HashCache;
+
+/// Whether [`check_image`] computes the image's sha256 for the report.
+pub enum Hashing {
+    /// Leave the report's `sha256` empty, for callers that hash the file
+    /// themselves (hashing 30 GiB takes about 20 s).
+    Skip,
+    /// Hash the file, or take the checksum from the cache when the file is
+    /// unchanged since it was last hashed.
+    Compute(Option<HashCache>),
+}
 
 /// Opens `image` read-only, inspects it and runs every rule.
-///
-/// With `hash` false the report's `sha256` stays empty, for callers that
-/// hash the file themselves later (hashing 30 GiB takes about 20 s).
-pub fn check_image(image: &Path, policy: &Policy, hash: bool) -> Result<Report> {
-    // Hashing reads the file on the host while the appliance works on its
-    // own copy-on-write view, so the two run side by side.
-    let hashing = hash.then(|| {
-        let image = image.to_path_buf();
-        std::thread::spawn(move || crate::build::output::sha256_sparse(&image))
-    });
+pub fn check_image(image: &Path, policy: &Policy, hash: Hashing) -> Result<Report> {
+    // Hashing reads the file on a second core while the rules run.
+    let hashing = match hash {
+        Hashing::Skip => None,
+        Hashing::Compute(cache) => {
+            let image = image.to_path_buf();
+            Some(std::thread::spawn(move || {
+                crate::hashcache::sha256_of(&image, cache.as_ref())
+            }))
+        }
+    };
     let findings;
     let os;
     match open_direct(image)? {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use image::check_image;
+pub use image::{check_image, Hashing};
 pub use view::{DirView, FileKind, FileMeta, ImageView, WalkEntry};
 
 /// Verdict of one rule, as the report contract spells it.
