@@ -21,6 +21,8 @@
 
 mod support;
 
+use support::plant::Planted;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -497,16 +499,25 @@ run = [
 ]
 "#;
 
+/// Builds the dirty-layer recipe once per run. Its 2 GiB image is also the
+/// clean base of the planted-violation tests.
+fn dirty_build() -> &'static Build {
+    static BUILD: OnceLock<Build> = OnceLock::new();
+    BUILD.get_or_init(|| {
+        let case = case_dir("dirty");
+        let recipe = write_test_recipe(&case, "e2e-dirty", DIRTY_LAYER);
+        run_build(&recipe, &case, "e2e-dirty-1.0.0", None)
+    })
+}
+
 #[test]
 fn dirty_layer_still_compliant() {
     if !prerequisites_met() {
         return;
     }
-    let case = case_dir("dirty");
-    let recipe = write_test_recipe(&case, "e2e-dirty", DIRTY_LAYER);
-    let build = run_build(&recipe, &case, "e2e-dirty-1.0.0", None);
+    let build = dirty_build();
     build.assert_succeeded();
-    assert_accepted_verdict(&build);
+    assert_accepted_verdict(build);
 
     let image = GuestImage::open(&build.vhd()).unwrap_or_else(|e| panic!("{e:#}"));
     let view = image.view().expect("libguestfs found no OS in the image");
@@ -691,4 +702,376 @@ fn interrupted_build_leaves_nothing() {
         "stderr does not report the interruption:\n{stderr}"
     );
     assert_nothing_left(&case, &tmp, &stderr);
+}
+
+/// Runs `forge check --format json` on `image` with `env` set, and returns
+/// the exit code and the parsed report.
+fn check_json(image: &Path, env: &[(&str, &str)]) -> (Option<i32>, serde_json::Value) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_forge"));
+    command
+        .args(["check", "--format", "json"])
+        .arg(image)
+        .env("FORGE_CACHE_DIR", cache_dir())
+        .stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("failed to start the forge binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "forge check panicked:\n{stderr}"
+    );
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("forge check printed no JSON report ({e}); stderr:\n{stderr}"));
+    (output.status.code(), report)
+}
+
+/// Statuses of every rule, by id.
+fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["rules"]
+        .as_array()
+        .expect("report has a `rules` array")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap_or("?").to_owned(),
+                r["status"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn direct_reader_and_libguestfs_agree() {
+    if !prerequisites_met() {
+        return;
+    }
+    let build = dirty_build();
+    build.assert_succeeded();
+    let (direct_code, direct) = check_json(&build.vhd(), &[]);
+    let started = Instant::now();
+    let (guest_code, guest) = check_json(&build.vhd(), &[("FORGE_CHECK_READER", "libguestfs")]);
+    eprintln!(
+        "check through libguestfs took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(direct_code, guest_code);
+    assert_eq!(direct["os"], guest["os"]);
+    assert_eq!(direct["sha256"], guest["sha256"]);
+    // Same verdict and same evidence, rule by rule.
+    assert_eq!(direct["rules"], guest["rules"]);
+}
+
+/// One violation planted into a copy of the clean image, and the rule that
+/// must be the only one to fail because of it.
+struct Plant {
+    rule: &'static str,
+    what: &'static str,
+    plant: fn(&Planted),
+}
+
+const ROOT_PARTITION: u32 = 1;
+const WANTS: &str = "/etc/systemd/system/multi-user.target.wants";
+
+fn plants() -> Vec<Plant> {
+    vec![
+        Plant {
+            rule: "vhd-fixed-format",
+            what: "footer says dynamic disk",
+            plant: |p| p.edit_footer(|f| f.disk_type = forge::vhd::DISK_TYPE_DYNAMIC),
+        },
+        Plant {
+            rule: "vhd-fixed-format",
+            what: "footer checksum wrong",
+            plant: |p| p.flip_footer_checksum(),
+        },
+        Plant {
+            rule: "vhd-size-aligned",
+            what: "footer current size 1 MiB short",
+            plant: |p| p.edit_footer(|f| f.current_size -= 1 << 20),
+        },
+        Plant {
+            rule: "disk-first-mib-free",
+            what: "BIOS boot partition moved to sector 34",
+            plant: |p| p.sgdisk(&["-d", "14", "-a", "1", "-n", "14:34:2047", "-t", "14:EF02"]),
+        },
+        Plant {
+            rule: "no-lvm",
+            what: "a partition typed LVM",
+            plant: |p| p.sgdisk(&["-t", "14:8E00"]),
+        },
+        Plant {
+            rule: "security-patches",
+            what: "openssl older than the security suite's",
+            plant: |p| {
+                p.edit("/var/lib/dpkg/status", |text| {
+                    set_package_field(&text, "openssl", "Version", "3.0.0-1")
+                })
+            },
+        },
+        Plant {
+            rule: "hardening-baseline",
+            what: "/etc/shadow readable by all",
+            plant: |p| p.chmod_file("/etc/shadow", 0o644),
+        },
+        Plant {
+            rule: "minimal-footprint",
+            what: "an undeclared listening socket enabled",
+            plant: |p| {
+                p.write(
+                    "/etc/systemd/system/echo.socket",
+                    "[Socket]\nListenStream=7\n",
+                );
+                p.symlink(
+                    &format!("{WANTS}/echo.socket"),
+                    "/etc/systemd/system/echo.socket",
+                );
+            },
+        },
+        Plant {
+            rule: "accounts-locked",
+            what: "a password hash behind a lock marker",
+            plant: |p| {
+                p.edit("/etc/shadow", |text| {
+                    let mut out = String::new();
+                    for line in text.lines() {
+                        match line.split_once(':') {
+                            Some(("root", rest)) => {
+                                let rest = rest.split_once(':').map_or("", |(_, r)| r);
+                                out.push_str(&format!("root:!$6$saltsalt$2vQ8Ay1Yk0:{rest}\n"));
+                            }
+                            _ => out.push_str(&format!("{line}\n")),
+                        }
+                    }
+                    out
+                })
+            },
+        },
+        Plant {
+            rule: "firewall-disabled",
+            what: "nftables.service enabled",
+            plant: |p| {
+                p.symlink(
+                    &format!("{WANTS}/nftables.service"),
+                    "/lib/systemd/system/nftables.service",
+                )
+            },
+        },
+        Plant {
+            rule: "ssh-host-keys-removed",
+            what: "a public host key",
+            plant: |p| {
+                p.write(
+                    "/etc/ssh/ssh_host_ed25519_key.pub",
+                    &format!("{PUBLIC_KEY}\n"),
+                )
+            },
+        },
+        Plant {
+            rule: "authorized-keys-removed",
+            what: "root's authorized_keys",
+            plant: |p| p.write("/root/.ssh/authorized_keys", &format!("{PUBLIC_KEY}\n")),
+        },
+        Plant {
+            rule: "known-hosts-removed",
+            what: "root's known_hosts",
+            plant: |p| p.write("/root/.ssh/known_hosts", &format!("host {PUBLIC_KEY}\n")),
+        },
+        Plant {
+            rule: "private-keys-removed",
+            what: "a PEM private key under /srv",
+            plant: |p| {
+                p.write(
+                    "/srv/service.pem",
+                    "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+                )
+            },
+        },
+        Plant {
+            rule: "logs-cleared",
+            what: "a non-empty log file",
+            plant: |p| p.write("/var/log/product.log", "started\n"),
+        },
+        Plant {
+            rule: "machine-id-reset",
+            what: "a filled machine-id",
+            plant: |p| p.write("/etc/machine-id", "0123456789abcdef0123456789abcdef\n"),
+        },
+        Plant {
+            rule: "provisioning-state-cleared",
+            what: "a DHCP lease",
+            plant: |p| {
+                p.write(
+                    "/var/lib/dhcp/dhclient.eth0.leases",
+                    "lease {\n  interface \"eth0\";\n  fixed-address 10.0.0.4;\n}\n",
+                )
+            },
+        },
+        Plant {
+            rule: "shell-history-cleared",
+            what: "root's bash history",
+            plant: |p| p.write("/root/.bash_history", "ls\n"),
+        },
+        Plant {
+            rule: "required-packages",
+            what: "python3-pyasn1 removed",
+            plant: |p| {
+                p.edit("/var/lib/dpkg/status", |text| {
+                    set_package_field(
+                        &text,
+                        "python3-pyasn1",
+                        "Status",
+                        "deinstall ok config-files",
+                    )
+                })
+            },
+        },
+        Plant {
+            rule: "ssh-server",
+            what: "ssh.service not enabled",
+            plant: |p| p.remove(&format!("{WANTS}/ssh.service")),
+        },
+        Plant {
+            rule: "sshd-client-alive-interval",
+            what: "ClientAliveInterval 120",
+            plant: |p| {
+                p.edit("/etc/ssh/sshd_config", |text| {
+                    text.replacen("ClientAliveInterval 180", "ClientAliveInterval 120", 1)
+                })
+            },
+        },
+        Plant {
+            rule: "resolv-conf-removed",
+            what: "a resolv.conf with a name server",
+            plant: |p| p.write("/etc/resolv.conf", "nameserver 10.0.0.2\n"),
+        },
+        Plant {
+            rule: "no-custom-network-config",
+            what: "a MAC-bound persistent-net rule",
+            plant: |p| {
+                p.write(
+                    "/etc/udev/rules.d/70-persistent-net.rules",
+                    "SUBSYSTEM==\"net\", ATTR{address}==\"00:0d:3a:12:34:56\", NAME=\"eth0\"\n",
+                )
+            },
+        },
+        Plant {
+            rule: "azure-agent",
+            what: "the agent's service not enabled",
+            plant: |p| p.remove(&format!("{WANTS}/walinuxagent.service")),
+        },
+        Plant {
+            rule: "kernel-cmdline",
+            what: "rootdelay=300 missing from one grub.cfg entry",
+            plant: |p| {
+                p.edit("/boot/grub/grub.cfg", |text| {
+                    text.replacen(" rootdelay=300", "", 1)
+                })
+            },
+        },
+        Plant {
+            rule: "no-swap",
+            what: "a swap line in fstab",
+            plant: |p| {
+                p.edit("/etc/fstab", |text| {
+                    format!("{text}/dev/disk/by-label/swap none swap sw 0 0\n")
+                })
+            },
+        },
+        Plant {
+            rule: "single-root-partition",
+            what: "a separate /var in fstab",
+            plant: |p| {
+                p.edit("/etc/fstab", |text| {
+                    format!(
+                        "{text}UUID=0a0b0c0d-0000-4000-8000-000000000001 /var ext4 defaults 0 2\n"
+                    )
+                })
+            },
+        },
+        Plant {
+            rule: "os-64bit",
+            what: "dpkg's native architecture i386",
+            plant: |p| {
+                p.edit("/var/lib/dpkg/arch", |text| {
+                    text.replacen("amd64", "i386", 1)
+                })
+            },
+        },
+    ]
+}
+
+const PUBLIC_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2eGqUe8jS0EAqV6ZtxoTLCoXmR4jRuLzKbJ8sFzfYq test@plant";
+
+/// Sets `field` of `package`'s stanza in a dpkg status file.
+fn set_package_field(status: &str, package: &str, field: &str, value: &str) -> String {
+    let mut out = String::new();
+    for stanza in status.split("\n\n") {
+        let ours = stanza.lines().any(|l| l == format!("Package: {package}"));
+        for line in stanza.lines() {
+            if ours && line.starts_with(&format!("{field}: ")) {
+                out.push_str(&format!("{field}: {value}\n"));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out.push('\n');
+    }
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+    out
+}
+
+#[test]
+fn planted_violations_fail_only_their_rule() {
+    if !prerequisites_met() {
+        return;
+    }
+    let build = dirty_build();
+    build.assert_succeeded();
+    let base = build.vhd();
+    let (_, clean) = check_json(&base, &[]);
+    let clean_failures: Vec<String> = statuses(&clean)
+        .into_iter()
+        .filter(|(_, s)| s == "fail")
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        clean_failures.is_empty(),
+        "the clean image fails {clean_failures:?}"
+    );
+
+    let work = case_dir("plants");
+    let mut problems = Vec::new();
+    let started = Instant::now();
+    let plants = plants();
+    for plant in &plants {
+        let copy = Planted::copy(&base, &work.join("planted.vhd"), ROOT_PARTITION);
+        (plant.plant)(&copy);
+        let (code, report) = check_json(&copy.vhd, &[]);
+        let failed: Vec<String> = statuses(&report)
+            .into_iter()
+            .filter(|(_, s)| s == "fail")
+            .map(|(id, _)| id)
+            .collect();
+        if failed != [plant.rule] || code != Some(1) {
+            problems.push(format!(
+                "{} ({}): exit {code:?}, failed {failed:?}",
+                plant.rule, plant.what
+            ));
+        }
+    }
+    eprintln!(
+        "{} planted images checked in {:.1} s",
+        plants.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        problems.is_empty(),
+        "planted violations:\n{}",
+        problems.join("\n")
+    );
 }

@@ -36,10 +36,10 @@ pub fn check_image(image: &Path, policy: &Policy, hash: Hashing) -> Result<Repor
     let os;
     match open_direct(image)? {
         Some(direct) => {
-            os = direct.os().clone();
+            os = direct.os().cloned().unwrap_or_default();
             let subject = Subject {
                 disk: direct.disk(),
-                fs: Some(&*direct as &dyn crate::check::ImageView),
+                fs: direct.view(),
                 os: &os,
                 policy,
             };

@@ -97,7 +97,8 @@ impl ext4_view::Ext4Read for Region {
 /// places the OS's fstab lists.
 pub struct DirectImage {
     disk: DiskFacts,
-    os: OsInfo,
+    /// `None` when the disk holds no file system an OS could live on.
+    os: Option<OsInfo>,
     volumes: Vec<Volume>,
     /// Mount points and the volume mounted there, longest first.
     mounts: Vec<(String, usize)>,
@@ -148,8 +149,15 @@ impl DirectImage {
 
         let table = table::read(&disk).with_context(|| path.display().to_string())?;
         if table.kind.is_empty() {
+            let whole = probe::probe(&disk.region(0, disk.len))?;
+            if whole.fs_type.is_none() {
+                bail!(
+                    "{} has no partition table and no file system; is it a disk image?",
+                    path.display()
+                );
+            }
             return Ok(Opened::Declined(
-                "the disk has no partition table".to_owned(),
+                "the disk has a file system but no partition table".to_owned(),
             ));
         }
         if table.has_extended {
@@ -206,8 +214,23 @@ impl DirectImage {
                 roots.push((index, volume));
             }
         }
+        let has_ext = probes
+            .iter()
+            .any(|(_, p, _)| matches!(p.fs_type.as_deref(), Some("ext2" | "ext3" | "ext4")));
         let (root_index, root) = match roots.len() {
             1 => roots.pop().expect("one root"),
+            // Only FAT, swap or unformatted partitions: no Linux OS can be
+            // there, and other OSes need file systems declined above.
+            0 if !has_ext => {
+                return Ok(Opened::Image(Box::new(DirectImage {
+                    disk: facts,
+                    os: None,
+                    volumes: Vec::new(),
+                    mounts: Vec::new(),
+                    walk_cache: RefCell::new(None),
+                    extracted: OnceCell::new(),
+                })))
+            }
             0 => return Ok(Opened::Declined("no OS root with os-release".to_owned())),
             n => return Ok(Opened::Declined(format!("{n} OS roots"))),
         };
@@ -253,13 +276,13 @@ impl DirectImage {
 
         let mut image = DirectImage {
             disk: facts,
-            os: OsInfo::default(),
+            os: None,
             volumes,
             mounts,
             walk_cache: RefCell::new(None),
             extracted: OnceCell::new(),
         };
-        image.os = image.read_os_info()?;
+        image.os = Some(image.read_os_info()?);
         Ok(Opened::Image(Box::new(image)))
     }
 
@@ -267,8 +290,14 @@ impl DirectImage {
         &self.disk
     }
 
-    pub fn os(&self) -> &OsInfo {
-        &self.os
+    /// The OS found on the disk, or `None` when there is none.
+    pub fn os(&self) -> Option<&OsInfo> {
+        self.os.as_ref()
+    }
+
+    /// Returns the file tree view, or `None` when there is no OS.
+    pub fn view(&self) -> Option<&dyn ImageView> {
+        self.os.as_ref().map(|_| self as &dyn ImageView)
     }
 
     /// Finds the volume that contains `path` and the path inside that volume.
