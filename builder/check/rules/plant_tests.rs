@@ -34,6 +34,25 @@ fn catalogue_ids_in_table_order() {
 }
 
 #[test]
+fn rules_have_applied_and_verified_texts() {
+    for rule in catalogue() {
+        for (field, text) in [("applied", rule.applied), ("verified", rule.verified)] {
+            assert!(!text.trim().is_empty(), "{} has no {field} text", rule.id);
+            assert!(
+                text.ends_with('.'),
+                "{} {field} text is not a full sentence: {text:?}",
+                rule.id
+            );
+            assert!(
+                !text.contains("  "),
+                "{} {field} text has a double space: {text:?}",
+                rule.id
+            );
+        }
+    }
+}
+
+#[test]
 fn find_by_id() {
     assert_eq!(find("no-swap").map(|r| r.id), Some("no-swap"));
     assert!(find("no-such-rule").is_none());
