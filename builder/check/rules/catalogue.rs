@@ -75,11 +75,13 @@ pub(super) static CATALOGUE: &[Rule] = &[
         applied: "The bootstrap installs from the release, -updates and -security suites of the \
             Debian mirrors in the host's apt sources, so apt picks the newest version of each \
             package, and keeps the package lists in the image for the check.",
-        verified: "Reads the installed packages from /var/lib/dpkg/status and the uncompressed \
-            *_Packages indexes under /var/lib/apt/lists. Fails when a -security or -updates \
-            suite has a newer version, by Debian version rules, of an installed package of the \
-            same architecture; the evidence names the index files with their Release dates. \
-            Not-run when the status file, every index or every update suite is missing.",
+        verified: "On dpkg systems, reads the installed packages from /var/lib/dpkg/status and \
+            the uncompressed *_Packages indexes under /var/lib/apt/lists. Fails when a \
+            -security or -updates suite has a newer version, by Debian version rules, of an \
+            installed package of the same architecture; the evidence names the index files \
+            with their Release dates. Not-run when the status file, every index or every update \
+            suite is missing. On RHEL-family and SUSE images, always not-run: the rpm database \
+            is read, but comparing it with the distribution's updates is not supported yet.",
         check: packages::security_patches,
     },
     Rule {
@@ -273,9 +275,13 @@ pub(super) static CATALOGUE: &[Rule] = &[
         requirement: "OpenSSL 1.0 or later, Python 3 and pyasn1 are installed.",
         applied: "The bootstrap installs openssl, python3 and python3-pyasn1 with the base \
             packages.",
-        verified: "Reads /var/lib/dpkg/status and fails unless openssl at version 1.0 or later \
-            by Debian version rules, python3 and python3-pyasn1 are installed. A missing status \
-            file fails.",
+        verified: "Fails unless the package database lists OpenSSL (openssl, or SUSE's \
+            openssl-3 or openssl-1_1) at upstream version 1.0 or later by the format's version \
+            rules, a Python 3 interpreter (python3, python3.N, python3N or python3-base) and its \
+            pyasn1 package. A missing dpkg status file fails. The package database follows the distribution family, read from \
+            the os-release ID and ID_LIKE: /var/lib/dpkg/status for Debian and Ubuntu, rpmdb.sqlite in /var/lib/rpm or \
+            /usr/lib/sysimage/rpm for the RHEL family and SUSE. An rpm database that is \
+            missing, in Berkeley DB or ndb format, or unreadable gives not-run.",
         check: packages::required_packages,
     },
     Rule {
@@ -285,9 +291,13 @@ pub(super) static CATALOGUE: &[Rule] = &[
         requirement: "An SSH server is installed and enabled.",
         applied: "The bootstrap installs openssh-server, whose installation enables \
             ssh.service.",
-        verified: "Fails unless /var/lib/dpkg/status lists openssh-server as installed and a \
-            .wants or .requires link, or an alias in /etc/systemd/system, enables ssh.service, \
-            sshd.service, ssh.socket or sshd.socket.",
+        verified: "Fails unless the package database lists openssh-server (or openssh on \
+            SUSE) and a .wants or .requires link, or an alias in /etc/systemd/system, enables \
+            ssh.service, sshd.service, ssh.socket or sshd.socket. A missing dpkg status file \
+            fails. The package database follows the distribution family, read from \
+            the os-release ID and ID_LIKE: /var/lib/dpkg/status for Debian and Ubuntu, rpmdb.sqlite in /var/lib/rpm or \
+            /usr/lib/sysimage/rpm for the RHEL family and SUSE. An rpm database that is \
+            missing, in Berkeley DB or ndb format, or unreadable gives not-run.",
         check: ssh::ssh_server,
     },
     Rule {
@@ -341,10 +351,16 @@ pub(super) static CATALOGUE: &[Rule] = &[
             enabled.",
         applied: "The bootstrap installs Debian's waagent package, whose installation enables \
             its service.",
-        verified: "Fails unless /var/lib/dpkg/status lists waagent or walinuxagent as installed \
-            and walinuxagent.service or waagent.service is enabled. An agent older than 2.2.41 \
-            also fails when /etc/waagent.conf sets AutoUpdate.Enabled=n. The evidence records \
-            the agent's version.",
+        verified: "Fails unless the package database lists the family's agent package and a \
+            link enables its service: waagent or walinuxagent with walinuxagent.service or \
+            waagent.service on Debian and Ubuntu, WALinuxAgent with waagent.service on the RHEL \
+            family, python3-azure-agent (or python-azure-agent, python311-azure-agent) with \
+            waagent.service on SUSE. An agent older than 2.2.41 also fails when \
+            /etc/waagent.conf sets AutoUpdate.Enabled=n. The evidence records the agent's \
+            version. A missing dpkg status file fails. The package database follows the distribution family, read from \
+            the os-release ID and ID_LIKE: /var/lib/dpkg/status for Debian and Ubuntu, rpmdb.sqlite in /var/lib/rpm or \
+            /usr/lib/sysimage/rpm for the RHEL family and SUSE. An rpm database that is \
+            missing, in Berkeley DB or ndb format, or unreadable gives not-run.",
         check: services::azure_agent,
     },
     Rule {
@@ -399,11 +415,13 @@ pub(super) static CATALOGUE: &[Rule] = &[
         requirement: "Package architecture, init binary and kernel are all 64-bit.",
         applied: "The recipe parser accepts only the x86_64 architecture, so the bootstrap \
             installs amd64 packages and the linux-image-cloud-amd64 kernel.",
-        verified: "Fails unless the package architecture (the first line of \
-            /var/lib/dpkg/arch, or else the architecture of dpkg or libc6 in the dpkg status) \
-            is amd64 or arm64, /sbin/init resolves to an ELF file of class 64, and every \
-            /boot/vmlinuz-* is an x86 bzImage with the 64-bit flag in xloadflags or an arm64 \
-            Image. No kernel fails.",
+        verified: "Fails unless the package architecture is amd64, arm64, x86_64 or aarch64, \
+            /sbin/init resolves to an ELF file of class 64, and every /boot/vmlinuz-* is an x86 \
+            bzImage with the 64-bit flag in xloadflags or an arm64 Image. No kernel fails. The \
+            package architecture is the first line of /var/lib/dpkg/arch, else that of dpkg or \
+            libc6 in the dpkg status; on rpm systems it is that of the rpm package, else of \
+            glibc, a 64-bit one first. When only the rpm database cannot be read, the rule is \
+            not-run.",
         check: arch::os_64bit,
     },
     Rule {

@@ -707,7 +707,7 @@ fn plant_agent_disabled() {
     fixture.remove("/etc/systemd/system/multi-user.target.wants/walinuxagent.service");
     let evidence = assert_only_failure(&fixture, "azure-agent");
     assert!(
-        evidence.contains("waagent 2.9.0.4-1 is installed but walinuxagent.service is not enabled"),
+        evidence.contains("waagent 2.9.0.4-1 is installed but walinuxagent.service or waagent.service is not enabled"),
         "{evidence}"
     );
 }
@@ -871,4 +871,213 @@ fn disk_facts_default_fail_container_rules() {
     let failed = failures(&findings);
     assert!(failed.contains(&"vhd-fixed-format"));
     assert!(failed.contains(&"vhd-size-range"));
+}
+
+/// Ids and statuses of the findings that are neither pass nor
+/// not-applicable.
+fn unsettled(findings: &[crate::check::Finding]) -> Vec<(&'static str, Status)> {
+    findings
+        .iter()
+        .filter(|f| !matches!(f.status, Status::Pass | Status::NotApplicable))
+        .map(|f| (f.id, f.status))
+        .collect()
+}
+
+#[test]
+fn clean_rhel_tree_has_no_failure() {
+    let fixture = Fixture::clean_rhel();
+    let findings = fixture.run();
+    assert_eq!(
+        unsettled(&findings),
+        [
+            ("security-patches", Status::NotRun),
+            ("malware-scan", Status::NotRun)
+        ],
+        "findings: {findings:#?}"
+    );
+    let patches = findings
+        .iter()
+        .find(|f| f.id == "security-patches")
+        .unwrap();
+    assert!(
+        patches
+            .evidence
+            .contains("8 packages read from /var/lib/rpm/rpmdb.sqlite"),
+        "{}",
+        patches.evidence
+    );
+}
+
+#[test]
+fn clean_suse_tree_has_no_failure() {
+    let fixture = Fixture::clean_suse();
+    let findings = fixture.run();
+    assert_eq!(
+        unsettled(&findings),
+        [
+            ("security-patches", Status::NotRun),
+            ("malware-scan", Status::NotRun)
+        ],
+        "findings: {findings:#?}"
+    );
+    let agent = fixture.finding("azure-agent");
+    assert!(
+        agent
+            .evidence
+            .contains("python3-azure-agent 2.9.1.1-150100.3.44.1 installed"),
+        "{}",
+        agent.evidence
+    );
+}
+
+#[test]
+fn rhel_evidence_names_rpm_packages() {
+    let fixture = Fixture::clean_rhel();
+    let required = fixture.finding("required-packages");
+    assert!(
+        required.evidence.contains(
+            "/var/lib/rpm/rpmdb.sqlite: installed openssl 1:3.0.7-27.el9, \
+             python3 3.9.18-1.el9, python3-pyasn1 0.4.8-6.el9"
+        ),
+        "{}",
+        required.evidence
+    );
+    let arch = fixture.finding("os-64bit");
+    assert!(
+        arch.evidence
+            .contains("/var/lib/rpm/rpmdb.sqlite (rpm): x86_64"),
+        "{}",
+        arch.evidence
+    );
+    let ssh = fixture.finding("ssh-server");
+    assert!(
+        ssh.evidence
+            .contains("openssh-server 8.7p1-34.el9 installed"),
+        "{}",
+        ssh.evidence
+    );
+}
+
+#[test]
+fn plant_rhel_missing_pyasn1() {
+    let fixture = Fixture::clean_rhel();
+    fixture.remove_rpm_package("python3-pyasn1");
+    let evidence = assert_only_failure(&fixture, "required-packages");
+    assert!(
+        evidence.contains("/var/lib/rpm/rpmdb.sqlite: python3-pyasn1 is not installed"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_suse_missing_agent_package() {
+    let fixture = Fixture::clean_suse();
+    fixture.remove_rpm_package("python3-azure-agent");
+    let evidence = assert_only_failure(&fixture, "azure-agent");
+    assert!(
+        evidence.contains("/usr/lib/sysimage/rpm/rpmdb.sqlite: none of python3-azure-agent"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_suse_missing_ssh_server() {
+    let fixture = Fixture::clean_suse();
+    fixture.remove_rpm_package("openssh-server");
+    let evidence = assert_only_failure(&fixture, "ssh-server");
+    assert!(
+        evidence.contains("openssh-server or openssh is not installed"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_rhel_agent_disabled() {
+    let fixture = Fixture::clean_rhel();
+    fixture.remove("/etc/systemd/system/multi-user.target.wants/waagent.service");
+    // Debian's unit name does not count on RHEL.
+    fixture.write(
+        "/usr/lib/systemd/system/walinuxagent.service",
+        b"[Service]\n",
+    );
+    fixture.enable_from("/usr/lib/systemd/system", "walinuxagent.service");
+    let evidence = assert_only_failure(&fixture, "azure-agent");
+    assert!(
+        evidence
+            .contains("WALinuxAgent 2.7.0.6-9.el9 is installed but waagent.service is not enabled"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_rhel_32bit_packages() {
+    let fixture = Fixture::clean_rhel();
+    fixture.write_rpmdb("rhel9-i686.sqlite", "/var/lib/rpm");
+    let evidence = assert_only_failure(&fixture, "os-64bit");
+    assert!(
+        evidence.contains("/var/lib/rpm/rpmdb.sqlite (rpm): architecture i686 is not 64-bit"),
+        "{evidence}"
+    );
+}
+
+/// Statuses of the rules that read the package database.
+fn package_rule_statuses(fixture: &Fixture) -> Vec<(&'static str, Status)> {
+    let ids = [
+        "security-patches",
+        "required-packages",
+        "ssh-server",
+        "azure-agent",
+        "os-64bit",
+    ];
+    let findings = fixture.run();
+    assert!(failures(&findings).is_empty(), "findings: {findings:#?}");
+    ids.iter()
+        .map(|id| (*id, findings.iter().find(|f| f.id == *id).unwrap().status))
+        .collect()
+}
+
+#[test]
+fn rhel_berkeley_db_not_run() {
+    let fixture = Fixture::clean_rhel();
+    fixture.remove("/var/lib/rpm/rpmdb.sqlite");
+    fixture.write("/var/lib/rpm/Packages", &[0; 4096]);
+    for (id, status) in package_rule_statuses(&fixture) {
+        assert_eq!(status, Status::NotRun, "{id}");
+    }
+    let evidence = fixture.finding("required-packages").evidence;
+    assert!(
+        evidence.contains("/var/lib/rpm/Packages is an rpm database in Berkeley DB format"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn rhel_without_rpm_database_not_run() {
+    let fixture = Fixture::clean_rhel();
+    fixture.remove("/var/lib/rpm/rpmdb.sqlite");
+    for (id, status) in package_rule_statuses(&fixture) {
+        assert_eq!(status, Status::NotRun, "{id}");
+    }
+    let evidence = fixture.finding("azure-agent").evidence;
+    assert!(
+        evidence.contains("rhel family but has no rpm package database"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn rhel_corrupt_rpm_database_not_run() {
+    let fixture = Fixture::clean_rhel();
+    fixture.write(
+        "/var/lib/rpm/rpmdb.sqlite",
+        b"SQLite format 3\0 but cut short",
+    );
+    for (id, status) in package_rule_statuses(&fixture) {
+        assert_eq!(status, Status::NotRun, "{id}");
+    }
+    let evidence = fixture.finding("ssh-server").evidence;
+    assert!(
+        evidence.contains("the rpm database /var/lib/rpm/rpmdb.sqlite could not be read"),
+        "{evidence}"
+    );
 }
