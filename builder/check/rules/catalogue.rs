@@ -372,11 +372,16 @@ pub(super) static CATALOGUE: &[Rule] = &[
             GRUB_CMDLINE_LINUX=\"console=tty1 console=ttyS0 earlyprintk=ttyS0 rootdelay=300\" \
             and an empty GRUB_CMDLINE_LINUX_DEFAULT, and the disk step generates \
             /boot/grub/grub.cfg from it with the image's grub-mkconfig.",
-        verified: "Reads the linux, linuxefi and linux16 lines of every menu entry in \
-            /boot/grub/grub.cfg and /boot/grub2/grub.cfg, and the options line of every Boot \
-            Loader Specification entry in /boot/loader/entries, with $kernelopts taken from \
-            /boot/grub2/grubenv. Fails when no entry is found or when an entry lacks \
-            console=ttyS0 (console=ttyS0,115200n8 counts), earlyprintk=ttyS0 or rootdelay=300.",
+        verified: "Reads what GRUB reads: every grub.cfg in /boot/grub, /boot/grub2 and \
+            /boot/efi/EFI/*, followed as a script. load_env loads the environment block beside \
+            the file (its header line required), set assigns, an if [ -z \"$name\" ] block \
+            assigns only while the variable is empty, and other conditions count as true. \
+            Checks the linux, linuxefi and linux16 lines of the menu entries, and the options \
+            lines of every /boot/loader/entries/*.conf with the variables at each blscfg \
+            command, or of /boot/grub2/grubenv when no grub.cfg runs blscfg. Fails when no \
+            entry is found, when an entry lacks console=ttyS0 (console=ttyS0,115200n8 counts), \
+            earlyprintk=ttyS0 or rootdelay=300, or when it uses a variable that nothing \
+            defines.",
         check: boot::kernel_cmdline,
     },
     Rule {

@@ -8,6 +8,7 @@ pub mod debversion;
 mod disk;
 pub mod family;
 mod files;
+mod grub_env;
 pub mod hardening;
 mod malware;
 mod network;

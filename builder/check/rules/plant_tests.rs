@@ -1081,3 +1081,129 @@ fn rhel_corrupt_rpm_database_not_run() {
         "{evidence}"
     );
 }
+
+const RHEL_BLS: &str = "/boot/loader/entries/0123-5.14.0-362.el9.x86_64.conf";
+
+#[test]
+fn plant_rhel_grubenv_without_rootdelay() {
+    let fixture = Fixture::clean_rhel();
+    fixture.write(
+        "/boot/grub2/grubenv",
+        &super::testkit::grubenv("root=UUID=x ro console=ttyS0 earlyprintk=ttyS0"),
+    );
+    let evidence = assert_only_failure(&fixture, "kernel-cmdline");
+    assert!(
+        evidence.contains(&format!(
+            "{RHEL_BLS}:5 (variables of /boot/grub2/grub.cfg) \
+             \"Red Hat Enterprise Linux (5.14.0-362.el9.x86_64) 9.3 (Plow)\" lacks rootdelay=300"
+        )),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_rhel_grubenv_without_header() {
+    let fixture = Fixture::clean_rhel();
+    // Without its header GRUB ignores the block, so kernelopts falls back
+    // to the value in grub.cfg, which lacks the serial console.
+    fixture.write(
+        "/boot/grub2/grubenv",
+        b"kernelopts=root=UUID=x console=ttyS0 earlyprintk=ttyS0 rootdelay=300\n",
+    );
+    let evidence = assert_only_failure(&fixture, "kernel-cmdline");
+    assert!(
+        evidence.contains("lacks console=ttyS0, earlyprintk=ttyS0, rootdelay=300"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_rhel_undefined_bls_variable() {
+    let fixture = Fixture::clean_rhel();
+    let entry = "title RHEL custom\nlinux /boot/vmlinuz-5.14.0-362.el9.x86_64\n\
+                 options console=ttyS0 earlyprintk=ttyS0 rootdelay=300 $custom_opts\n";
+    fixture.write("/boot/loader/entries/0456-custom.conf", entry.as_bytes());
+    let evidence = assert_only_failure(&fixture, "kernel-cmdline");
+    assert!(
+        evidence.contains("\"RHEL custom\" uses undefined $custom_opts"),
+        "{evidence}"
+    );
+    assert!(!evidence.contains("Plow"), "{evidence}");
+}
+
+#[test]
+fn plant_rhel_efi_config_without_kernelopts() {
+    let fixture = Fixture::clean_rhel();
+    let cfg = "load_env -f ${config_directory}/grubenv\nblscfg\n";
+    fixture.write("/boot/efi/EFI/redhat/grub.cfg", cfg.as_bytes());
+    fixture.write(
+        "/boot/efi/EFI/redhat/grubenv",
+        b"# GRUB Environment Block\nsaved_entry=x\n",
+    );
+    let evidence = assert_only_failure(&fixture, "kernel-cmdline");
+    assert!(
+        evidence.contains("(variables of /boot/efi/EFI/redhat/grub.cfg)"),
+        "{evidence}"
+    );
+    assert!(
+        evidence.contains("uses undefined $kernelopts, $tuned_params"),
+        "{evidence}"
+    );
+    assert!(
+        !evidence.contains("(variables of /boot/grub2/grub.cfg)"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn rhel_efi_stub_config_adds_no_entry() {
+    let fixture = Fixture::clean_rhel();
+    let stub = "search --no-floppy --fs-uuid --set=dev 8c4c0a0e\n\
+                set prefix=($dev)/grub2\nexport $prefix\nconfigfile $prefix/grub.cfg\n";
+    fixture.write("/boot/efi/EFI/redhat/grub.cfg", stub.as_bytes());
+    let finding = fixture.finding("kernel-cmdline");
+    assert_eq!(finding.status, Status::Pass, "{}", finding.evidence);
+    assert!(
+        finding.evidence.contains("all 1 boot entries"),
+        "{}",
+        finding.evidence
+    );
+}
+
+#[test]
+fn rhel_bls_without_blscfg_uses_grubenv() {
+    let fixture = Fixture::clean_rhel();
+    fixture.remove("/boot/grub2/grub.cfg");
+    let finding = fixture.finding("kernel-cmdline");
+    assert_eq!(finding.status, Status::Fail, "{}", finding.evidence);
+    assert!(
+        finding
+            .evidence
+            .contains("(variables of /boot/grub2/grubenv)"),
+        "{}",
+        finding.evidence
+    );
+    assert!(
+        finding.evidence.contains("uses undefined $tuned_params"),
+        "{}",
+        finding.evidence
+    );
+    assert!(
+        !finding.evidence.contains("lacks"),
+        "kernelopts comes from grubenv: {}",
+        finding.evidence
+    );
+}
+
+#[test]
+fn plant_suse_entry_without_earlyprintk() {
+    let fixture = Fixture::clean_suse();
+    let cfg = "menuentry 'SLES 15-SP5' {\n\tlinux /boot/vmlinuz-5.14.21-150500.55.39-default \
+               root=UUID=x console=ttyS0,115200 rootdelay=300\n}\n";
+    fixture.write("/boot/grub2/grub.cfg", cfg.as_bytes());
+    let evidence = assert_only_failure(&fixture, "kernel-cmdline");
+    assert!(
+        evidence.contains("/boot/grub2/grub.cfg:2 \"SLES 15-SP5\" lacks earlyprintk=ttyS0"),
+        "{evidence}"
+    );
+}
