@@ -335,12 +335,18 @@ pub(super) static CATALOGUE: &[Rule] = &[
             /etc/network/interfaces.d, /etc/systemd/network, /etc/netplan, \
             /etc/NetworkManager/system-connections and /etc/sysconfig/network-scripts, and \
             removes the 70- and 75-persistent-net udev rules.",
-        verified: "Fails on iface ... static stanzas and hwaddress lines of ifupdown files, \
-            Address and [Match] MACAddress of systemd-networkd .network files, MACAddress of \
-            .link files, addresses and macaddress keys of netplan files, address and \
-            mac-address keys of NetworkManager connections, static BOOTPROTO, IPADDR, HWADDR \
-            and MACADDR of ifcfg files in /etc/sysconfig/network-scripts, and any udev rule \
-            file named *persistent-net*.rules.",
+        verified: "Reads the network configuration of every family, whatever the image's \
+            family, and fails on each line that pins an address or a MAC address: iface ... \
+            static stanzas and hwaddress in /etc/network/interfaces and interfaces.d; Address \
+            and [Match] MACAddress of /etc/systemd/network/*.network and MACAddress of *.link; \
+            addresses of an interface (not of nameservers) and macaddress in \
+            /etc/netplan/*.yaml; method=manual and address keys of [ipv4] and [ipv6], and \
+            mac-address, in /etc/NetworkManager/system-connections; IPADDR*, IPV6ADDR, HWADDR, \
+            MACADDR and a static or none BOOTPROTO beside an address in \
+            /etc/sysconfig/network-scripts/ifcfg-*; IPADDR*, LLADDR, BOOTPROTO='static' and \
+            ifcfg-*-id-* file names in /etc/sysconfig/network; and every line of a udev rule \
+            file named *persistent-net*.rules. ifcfg files of the loopback interface are \
+            skipped.",
         check: network::no_custom_network_config,
     },
     Rule {

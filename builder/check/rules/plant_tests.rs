@@ -1207,3 +1207,89 @@ fn plant_suse_entry_without_earlyprintk() {
         "{evidence}"
     );
 }
+
+#[test]
+fn plant_rhel_static_ifcfg() {
+    let fixture = Fixture::clean_rhel();
+    fixture.write(
+        "/etc/sysconfig/network-scripts/ifcfg-eth0",
+        b"DEVICE=eth0\nONBOOT=yes\nBOOTPROTO=static\nIPADDR=10.0.0.5\nPREFIX=24\n\
+          HWADDR=00:0D:3A:00:00:01\n",
+    );
+    let evidence = assert_only_failure(&fixture, "no-custom-network-config");
+    for line in [
+        "3: BOOTPROTO=static",
+        "4: IPADDR=10.0.0.5",
+        "6: HWADDR=00:0D:3A:00:00:01",
+    ] {
+        assert!(
+            evidence.contains(&format!("/etc/sysconfig/network-scripts/ifcfg-eth0:{line}")),
+            "{line} missing from {evidence}"
+        );
+    }
+}
+
+#[test]
+fn plant_rhel_manual_nmconnection() {
+    let fixture = Fixture::clean_rhel();
+    let path = "/etc/NetworkManager/system-connections/cloud-init-eth0.nmconnection";
+    fixture.write(
+        path,
+        b"[connection]\nid=eth0\ntype=ethernet\n\n[ethernet]\nmac-address=00:0D:3A:00:00:01\n\n\
+          [ipv4]\nmethod=manual\naddress1=10.0.0.5/24,10.0.0.1\n",
+    );
+    let evidence = assert_only_failure(&fixture, "no-custom-network-config");
+    for line in [
+        "6: mac-address=00:0D:3A:00:00:01",
+        "9: method=manual",
+        "10: address1=10.0.0.5/24,10.0.0.1",
+    ] {
+        assert!(
+            evidence.contains(&format!("{path}:{line}")),
+            "{line} missing from {evidence}"
+        );
+    }
+}
+
+#[test]
+fn plant_suse_static_ifcfg() {
+    let fixture = Fixture::clean_suse();
+    fixture.write(
+        "/etc/sysconfig/network/ifcfg-eth0",
+        b"BOOTPROTO='static'\nSTARTMODE='auto'\nIPADDR='10.0.0.5/24'\n",
+    );
+    let evidence = assert_only_failure(&fixture, "no-custom-network-config");
+    assert!(
+        evidence.contains("/etc/sysconfig/network/ifcfg-eth0:1: BOOTPROTO='static'"),
+        "{evidence}"
+    );
+    assert!(
+        evidence.contains("/etc/sysconfig/network/ifcfg-eth0:3: IPADDR='10.0.0.5/24'"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_suse_lladdr() {
+    let fixture = Fixture::clean_suse();
+    fixture.write(
+        "/etc/sysconfig/network/ifcfg-eth0",
+        b"BOOTPROTO='dhcp'\nSTARTMODE='auto'\nLLADDR='00:0d:3a:00:00:01'\n",
+    );
+    let evidence = assert_only_failure(&fixture, "no-custom-network-config");
+    assert!(
+        evidence.contains("ifcfg-eth0:3: LLADDR='00:0d:3a:00:00:01'"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn netplan_dns_servers_allowed() {
+    let fixture = Fixture::clean();
+    fixture.write(
+        "/etc/netplan/90-dns.yaml",
+        b"network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n      nameservers:\n        addresses: [168.63.129.16]\n",
+    );
+    let finding = fixture.finding("no-custom-network-config");
+    assert_eq!(finding.status, Status::Pass, "{}", finding.evidence);
+}

@@ -237,6 +237,15 @@ impl Fixture {
             "/etc/sysconfig/network-scripts/ifcfg-eth0",
             b"DEVICE=eth0\nONBOOT=yes\nBOOTPROTO=dhcp\nTYPE=Ethernet\nUSERCTL=no\n",
         );
+        fixture.write(
+            "/etc/sysconfig/network-scripts/ifcfg-lo",
+            b"DEVICE=lo\nIPADDR=127.0.0.1\nNETMASK=255.0.0.0\nONBOOT=yes\nNAME=loopback\n",
+        );
+        fixture.write(
+            "/etc/NetworkManager/system-connections/cloud-init-eth0.nmconnection",
+            b"[connection]\nid=eth0\ntype=ethernet\ninterface-name=eth0\n\n\
+              [ipv4]\nmethod=auto\n\n[ipv6]\nmethod=auto\n",
+        );
         fixture.write("/boot/grub2/grub.cfg", RHEL_GRUB_CFG.as_bytes());
         fixture.write("/boot/grub2/grubenv", &grubenv(RHEL_KERNELOPTS));
         fixture.write(
@@ -265,6 +274,11 @@ impl Fixture {
         fixture.write(
             "/etc/sysconfig/network/ifcfg-eth0",
             b"BOOTPROTO='dhcp'\nSTARTMODE='auto'\nDHCLIENT_SET_HOSTNAME='yes'\n",
+        );
+        fixture.write(
+            "/etc/sysconfig/network/ifcfg-lo",
+            b"IPADDR=127.0.0.1/8\nNETMASK=255.0.0.0\nNETWORK=127.0.0.0\nSTARTMODE=nfsroot\n\
+              BOOTPROTO=static\nUSERCONTROL=no\nFIREWALL=no\n",
         );
         fixture.write("/boot/grub2/grub.cfg", SUSE_GRUB_CFG.as_bytes());
         fixture.write_kernel("/boot/vmlinuz-5.14.21-150500.55.39-default");
