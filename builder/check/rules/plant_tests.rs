@@ -1293,3 +1293,45 @@ fn netplan_dns_servers_allowed() {
     let finding = fixture.finding("no-custom-network-config");
     assert_eq!(finding.status, Status::Pass, "{}", finding.evidence);
 }
+
+#[test]
+fn plant_rhel_earlier_dropin_interval() {
+    let fixture = Fixture::clean_rhel();
+    fixture.write(
+        "/etc/ssh/sshd_config.d/01-local.conf",
+        b"ClientAliveInterval 60\n",
+    );
+    let evidence = assert_only_failure(&fixture, "sshd-client-alive-interval");
+    assert!(
+        evidence.contains("/etc/ssh/sshd_config.d/01-local.conf:1: ClientAliveInterval 60 is 60 s"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn rhel_later_settings_do_not_override() {
+    let fixture = Fixture::clean_rhel();
+    // The drop-ins come before these lines, and sshd keeps the first value.
+    fixture.write(
+        "/etc/ssh/sshd_config.d/50-cloud-init.conf",
+        b"ClientAliveInterval 30\nPermitRootLogin yes\n",
+    );
+    let mut config =
+        std::fs::read_to_string(fixture.dir.path().join("etc/ssh/sshd_config")).unwrap();
+    config.push_str("ClientAliveInterval 120\n");
+    fixture.write("/etc/ssh/sshd_config", config.as_bytes());
+    let finding = fixture.finding("sshd-client-alive-interval");
+    assert_eq!(finding.status, Status::Pass, "{}", finding.evidence);
+    assert!(
+        finding
+            .evidence
+            .contains("/etc/ssh/sshd_config.d/05-azure.conf:1: ClientAliveInterval 180"),
+        "{}",
+        finding.evidence
+    );
+    let evidence = assert_only_failure(&fixture, "hardening-baseline");
+    assert!(
+        evidence.contains("/etc/ssh/sshd_config.d/50-cloud-init.conf:2: PermitRootLogin yes"),
+        "{evidence}"
+    );
+}
