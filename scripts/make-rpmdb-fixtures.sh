@@ -3,7 +3,9 @@
 # unit tests read. Each database is made by Debian's rpm 4.18 (package
 # rpm): empty packages are built with rpmbuild and recorded with
 # `rpm --justdb`, so the files are real rpmdb.sqlite files, as RHEL 9,
-# Fedora 33 and later use. Run from the repository root.
+# Fedora 33 and later use. Needs the Debian packages rpm (for rpm and
+# rpmbuild) and sqlite3; the tests themselves need neither. Run from the
+# repository root.
 set -eu
 
 out=tests/data/rpmdb
