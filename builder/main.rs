@@ -203,6 +203,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}: {}", rule.id, rule.title);
             println!("severity: {}", severity_name(rule));
             println!("requirement: {}", rule.requirement);
+            println!("applied: {}", rule.applied);
+            println!("verified: {}", rule.verified);
             let waivable = forge::check::rules::WAIVABLE.contains(&rule.id);
             println!(
                 "waivable: {}",

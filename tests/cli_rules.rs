@@ -81,6 +81,34 @@ fn explain_prints_one_rule() {
 }
 
 #[test]
+fn explain_prints_applied_and_verified() {
+    for id in IDS {
+        let (code, stdout, stderr) = forge(&["explain", id]);
+        assert_eq!(code, 0, "forge explain {id}: {stderr}");
+        for label in ["requirement: ", "applied: ", "verified: "] {
+            let text = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(label))
+                .unwrap_or_else(|| {
+                    panic!("forge explain {id} prints no {label:?} line:\n{stdout}")
+                });
+            assert!(
+                !text.trim().is_empty(),
+                "forge explain {id}: empty {label:?} line"
+            );
+        }
+    }
+}
+
+#[test]
+fn explain_windows_rule_not_implemented() {
+    let (code, stdout, _) = forge(&["explain", "win-rdp-enabled"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("applied: Not yet applied"), "{stdout}");
+    assert!(stdout.contains("reported not-run"), "{stdout}");
+}
+
+#[test]
 fn explain_unknown_rule_exits_2() {
     let (code, _, stderr) = forge(&["explain", "no-such-rule"]);
     assert_eq!(code, 2);

@@ -151,6 +151,19 @@ pub fn render_markdown(report: &Report) -> String {
             evidence.replace('|', "\\|").replace('\n', " ")
         ));
     }
+    out.push_str(&render_verification(&report.rules));
+    out
+}
+
+/// Renders what each rule of the report checks, so a reader of the report
+/// can judge the evidence without the forge sources.
+fn render_verification(findings: &[Finding]) -> String {
+    let mut out = String::from("\n## How each rule was checked\n\n");
+    for f in findings {
+        if let Some(rule) = super::rules::find(f.id) {
+            out.push_str(&format!("- `{}`: {}\n", rule.id, rule.verified));
+        }
+    }
     out
 }
 
@@ -249,6 +262,18 @@ mod tests {
         let md = render_markdown(&sample());
         assert!(md.contains("Verdict: **compliant**"));
         assert!(md.contains("| `firewall-disabled` | waived | waived: the product is a firewall"));
+    }
+
+    #[test]
+    fn markdown_explains_each_check() {
+        let md = render_markdown(&sample());
+        let no_swap = crate::check::rules::find("no-swap").unwrap();
+        assert!(md.contains("## How each rule was checked"), "{md}");
+        assert!(
+            md.contains(&format!("- `no-swap`: {}", no_swap.verified)),
+            "{md}"
+        );
+        assert!(md.contains("- `firewall-disabled`: "), "{md}");
     }
 
     #[test]

@@ -3,12 +3,15 @@
 
 use anyhow::Result;
 
-use super::packages::{self, DPKG_STATUS};
+use super::family::{self, Family};
+use super::packages::{self, PackageDb, PackageFormat, DPKG_STATUS};
 use super::paths;
 use crate::check::{ImageView, Outcome, Subject};
 
 const DPKG_ARCH: &str = "/var/lib/dpkg/arch";
-const ARCHES_64: &[&str] = &["amd64", "arm64"];
+/// 64-bit architectures as dpkg (amd64, arm64) and rpm (x86_64, aarch64)
+/// name them.
+const ARCHES_64: &[&str] = &["amd64", "arm64", "x86_64", "aarch64"];
 const INIT: &str = "/sbin/init";
 /// ELF identification: class byte at offset 4, where 2 means 64-bit.
 const ELF_MAGIC: &[u8] = b"\x7fELF";
@@ -20,36 +23,76 @@ const BZIMAGE_HDRS: u64 = 0x202;
 /// arm64 Image header: magic "ARM\x64" at 0x38.
 const ARM64_MAGIC_OFFSET: u64 = 0x38;
 
-/// Returns the dpkg architecture and where it was read.
-fn package_arch(fs: &dyn ImageView) -> Result<Option<(String, String)>> {
-    if let Some(text) = fs.read_text(DPKG_ARCH)? {
-        if let Some(first) = text.lines().map(str::trim).find(|l| !l.is_empty()) {
-            return Ok(Some((first.to_string(), DPKG_ARCH.to_string())));
-        }
-    }
-    let installed = packages::installed(fs)?.unwrap_or_default();
-    let package = packages::find_installed(&installed, &["dpkg"])
-        .or(packages::find_installed(&installed, &["libc6"]));
-    Ok(package.map(|p| (p.arch.clone(), format!("{DPKG_STATUS} ({})", p.name))))
+/// The package architecture of an image, or why it is unknown.
+enum PackageArch {
+    /// The architecture and where it was read.
+    Found(String, String),
+    /// No package database: a failure.
+    Missing(String),
+    /// A package database that cannot be read: the rule cannot run.
+    Unreadable(String),
 }
 
+/// Returns the package architecture: dpkg's native architecture, or the
+/// architecture of the `rpm` package on rpm distributions, whose
+/// multilib installs can add 32-bit packages beside 64-bit ones.
+fn package_arch(fs: &dyn ImageView, family: Family) -> Result<PackageArch> {
+    if !family.uses_rpm() {
+        if let Some(text) = fs.read_text(DPKG_ARCH)? {
+            if let Some(first) = text.lines().map(str::trim).find(|l| !l.is_empty()) {
+                return Ok(PackageArch::Found(first.to_string(), DPKG_ARCH.to_string()));
+            }
+        }
+    }
+    let installed = match packages::read_installed(fs, family)? {
+        PackageDb::Read(installed) => installed,
+        PackageDb::Missing(_) => {
+            return Ok(PackageArch::Missing(format!(
+                "no package architecture in {DPKG_ARCH} or {DPKG_STATUS}"
+            )))
+        }
+        PackageDb::Unreadable(why) => return Ok(PackageArch::Unreadable(why)),
+    };
+    let names: &[&str] = match installed.format {
+        PackageFormat::Dpkg => &["dpkg", "libc6"],
+        PackageFormat::Rpm => &["rpm", "glibc"],
+    };
+    let package = names.iter().find_map(|name| {
+        let mut candidates = installed.packages.iter().filter(|p| p.name == *name);
+        let first = candidates.clone().next();
+        candidates
+            .find(|p| ARCHES_64.contains(&p.arch.as_str()))
+            .or(first)
+    });
+    Ok(match package {
+        Some(p) => PackageArch::Found(p.arch.clone(), format!("{} ({})", installed.source, p.name)),
+        None => PackageArch::Missing(format!(
+            "{} lists none of {}, so the package architecture is unknown",
+            installed.source,
+            names.join(", ")
+        )),
+    })
+}
+
+/// Checks the package architecture; returns the reason when it cannot be
+/// read.
 fn check_package_arch(
     fs: &dyn ImageView,
+    family: Family,
     seen: &mut Vec<String>,
     problems: &mut Vec<String>,
-) -> Result<()> {
-    match package_arch(fs)? {
-        Some((arch, source)) if ARCHES_64.contains(&arch.as_str()) => {
+) -> Result<Option<String>> {
+    match package_arch(fs, family)? {
+        PackageArch::Found(arch, source) if ARCHES_64.contains(&arch.as_str()) => {
             seen.push(format!("{source}: {arch}"))
         }
-        Some((arch, source)) => {
+        PackageArch::Found(arch, source) => {
             problems.push(format!("{source}: architecture {arch} is not 64-bit"))
         }
-        None => problems.push(format!(
-            "no package architecture in {DPKG_ARCH} or {DPKG_STATUS}"
-        )),
+        PackageArch::Missing(why) => problems.push(why),
+        PackageArch::Unreadable(why) => return Ok(Some(why)),
     }
-    Ok(())
+    Ok(None)
 }
 
 fn check_init(
@@ -126,14 +169,20 @@ fn check_kernels(
 /// Checks `os-64bit`.
 pub fn os_64bit(s: &Subject) -> Result<Outcome> {
     let fs = super::linux_tree!(s);
+    let family = family::detect(fs, s.os)?;
     let mut seen = Vec::new();
     let mut problems = Vec::new();
-    check_package_arch(fs, &mut seen, &mut problems)?;
+    let unreadable = check_package_arch(fs, family, &mut seen, &mut problems)?;
     check_init(fs, &mut seen, &mut problems)?;
     check_kernels(fs, &mut seen, &mut problems)?;
-    if problems.is_empty() {
-        Ok(Outcome::pass(seen.join("; ")))
-    } else {
-        Ok(Outcome::fail(problems.join("; ")))
+    if !problems.is_empty() {
+        return Ok(Outcome::fail(problems.join("; ")));
+    }
+    match unreadable {
+        Some(why) => Ok(Outcome::not_run(format!(
+            "{why}; the rest is 64-bit: {}",
+            seen.join("; ")
+        ))),
+        None => Ok(Outcome::pass(seen.join("; "))),
     }
 }

@@ -1,4 +1,4 @@
-//! Installed packages (dpkg) and the apt package index: the rules
+//! Installed packages (dpkg or rpm) and the apt package index: the rules
 //! `security-patches` and `required-packages`.
 
 use std::cmp::Ordering;
@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 
-use super::debversion;
+use super::family::{self, Family};
+use super::{debversion, rpmdb};
 use crate::check::{ImageView, Outcome, Subject};
 
 pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
@@ -29,6 +30,127 @@ impl Package {
     pub fn is_installed(&self) -> bool {
         self.status.split_whitespace().nth(2) == Some("installed")
     }
+
+    /// Returns the version without epoch and without the Debian revision
+    /// or rpm release: `3.0.11` of `1:3.0.11-1~deb12u2`.
+    pub fn upstream_version(&self) -> &str {
+        let version = self
+            .version
+            .split_once(':')
+            .map_or(&*self.version, |(_, v)| v);
+        version
+            .rsplit_once('-')
+            .map_or(version, |(upstream, _)| upstream)
+    }
+}
+
+/// Package manager whose database lists the installed packages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackageFormat {
+    Dpkg,
+    Rpm,
+}
+
+/// The installed packages of an image and the database they come from.
+#[derive(Clone, Debug)]
+pub struct Installed {
+    pub format: PackageFormat,
+    /// Path of the database in the image.
+    pub source: String,
+    /// Installed packages. rpm versions read `[epoch:]version-release`.
+    pub packages: Vec<Package>,
+}
+
+impl Installed {
+    /// Finds an installed package whose name matches, the one with the
+    /// highest upstream version when several do.
+    pub fn find(&self, matches: impl Fn(&str) -> bool) -> Option<&Package> {
+        self.packages
+            .iter()
+            .filter(|p| matches(&p.name))
+            .max_by(|a, b| self.compare_upstream(a.upstream_version(), b.upstream_version()))
+    }
+
+    /// Compares two upstream versions by the rules of the package format.
+    pub fn compare_upstream(&self, a: &str, b: &str) -> Ordering {
+        match self.format {
+            PackageFormat::Dpkg => debversion::compare(a, b),
+            PackageFormat::Rpm => rpmdb::compare_versions(a, b),
+        }
+    }
+}
+
+/// Result of reading the package database of an image.
+#[derive(Clone, Debug)]
+pub enum PackageDb {
+    Read(Installed),
+    /// No database on a tree that is not of an rpm family: the reason.
+    Missing(String),
+    /// A database that exists but cannot be read, or no database on an
+    /// rpm-family tree: the reason. Package rules report `not-run`.
+    Unreadable(String),
+}
+
+/// Reads the installed packages with the package manager of the family:
+/// dpkg for Debian, rpm for the RHEL family and SUSE. A tree of unknown
+/// family is read with whichever database it has, dpkg first.
+pub fn read_installed(fs: &dyn ImageView, family: Family) -> Result<PackageDb> {
+    if !family.uses_rpm() {
+        if let Some(packages) = installed(fs)? {
+            return Ok(PackageDb::Read(Installed {
+                format: PackageFormat::Dpkg,
+                source: DPKG_STATUS.to_string(),
+                packages,
+            }));
+        }
+        if family == Family::Debian || rpmdb::locate(fs)?.is_none() {
+            return Ok(PackageDb::Missing(format!("{DPKG_STATUS} is missing")));
+        }
+    }
+    read_rpm_installed(fs, family)
+}
+
+fn read_rpm_installed(fs: &dyn ImageView, family: Family) -> Result<PackageDb> {
+    let Some((path, format)) = rpmdb::locate(fs)? else {
+        return Ok(PackageDb::Unreadable(format!(
+            "the image is of the {} family but has no rpm package database in {}",
+            family.as_str(),
+            rpmdb::searched_dirs()
+        )));
+    };
+    let kind = match format {
+        rpmdb::DbFormat::Sqlite => None,
+        rpmdb::DbFormat::BerkeleyDb => Some("Berkeley DB"),
+        rpmdb::DbFormat::Ndb => Some("ndb"),
+    };
+    // TODO: read Berkeley DB (RHEL 8 and older) and ndb (SUSE) databases.
+    if let Some(kind) = kind {
+        return Ok(PackageDb::Unreadable(format!(
+            "{path} is an rpm database in {kind} format, which forge cannot read yet; \
+             only rpmdb.sqlite (rpm 4.16 and later) is supported"
+        )));
+    }
+    let packages = match rpmdb::read_sqlite(fs, &path) {
+        Ok(packages) => packages,
+        Err(e) => {
+            return Ok(PackageDb::Unreadable(format!(
+                "the rpm database {path} could not be read: {e:#}"
+            )))
+        }
+    };
+    Ok(PackageDb::Read(Installed {
+        format: PackageFormat::Rpm,
+        source: path,
+        packages: packages
+            .into_iter()
+            .map(|p| Package {
+                version: p.evr(),
+                name: p.name,
+                arch: p.arch,
+                status: String::new(),
+            })
+            .collect(),
+    }))
 }
 
 /// Parses Debian control paragraphs (dpkg status, apt `Packages` files).
@@ -197,10 +319,25 @@ fn newest_updates(indexes: &[Index]) -> Newest<'_> {
 /// version in a `-security` or `-updates` suite of the image's apt index.
 pub fn security_patches(s: &Subject) -> Result<Outcome> {
     let fs = super::linux_tree!(s);
-    let Some(installed) = installed(fs)? else {
-        return Ok(Outcome::not_run(format!(
-            "{DPKG_STATUS} is missing, so installed versions are unknown"
-        )));
+    let family = family::detect(fs, s.os)?;
+    let installed = match read_installed(fs, family)? {
+        PackageDb::Read(installed) if installed.format == PackageFormat::Rpm => {
+            // TODO: compare with the repository metadata that dnf or zypper
+            // caches (updateinfo.xml and primary.xml of each repository).
+            return Ok(Outcome::not_run(format!(
+                "{} packages read from {}, but comparing rpm packages with the \
+                 distribution's updates is not supported yet",
+                installed.packages.len(),
+                installed.source
+            )));
+        }
+        PackageDb::Read(installed) => installed.packages,
+        PackageDb::Missing(why) => {
+            return Ok(Outcome::not_run(format!(
+                "{why}, so installed versions are unknown"
+            )))
+        }
+        PackageDb::Unreadable(why) => return Ok(Outcome::not_run(why)),
     };
     let indexes = read_indexes(fs)?;
     if indexes.is_empty() {
@@ -272,37 +409,74 @@ fn describe_index(index: &Index) -> String {
     format!("{} [{}, {}]", index.file, index.suite, date)
 }
 
+/// Tells whether a package name is one of the names of a required package.
+type NameMatcher = fn(&str) -> bool;
+
+/// Returns whether a package is the OpenSSL command-line tool: `openssl`,
+/// or SUSE's `openssl-3` and `openssl-1_1`, which carry the library's
+/// version in their name.
+fn is_openssl(name: &str) -> bool {
+    name == "openssl"
+        || name.strip_prefix("openssl-").is_some_and(|soversion| {
+            !soversion.is_empty() && soversion.chars().all(|c| c.is_ascii_digit() || c == '_')
+        })
+}
+
+/// Returns whether a package is a Python 3 interpreter: `python3`, a
+/// versioned one such as RHEL's `python3.11` or SUSE's `python311`, or
+/// SUSE's `python3-base`.
+fn is_python3(name: &str) -> bool {
+    let name = name.strip_suffix("-base").unwrap_or(name);
+    name.strip_prefix("python3").is_some_and(|minor| {
+        let minor = minor.strip_prefix('.').unwrap_or(minor);
+        minor.chars().all(|c| c.is_ascii_digit())
+    })
+}
+
+/// Returns whether a package is pyasn1 for a Python 3 interpreter.
+fn is_pyasn1(name: &str) -> bool {
+    name.strip_suffix("-pyasn1")
+        .is_some_and(|python| !python.ends_with("-base") && is_python3(python))
+}
+
 /// Checks `required-packages`: OpenSSL 1.0 or later, Python 3 and pyasn1.
 pub fn required_packages(s: &Subject) -> Result<Outcome> {
     let fs = super::linux_tree!(s);
-    let Some(installed) = installed(fs)? else {
-        return Ok(Outcome::fail(format!(
-            "{DPKG_STATUS} is missing, so no package is known to be installed"
-        )));
+    let installed = match read_installed(fs, family::detect(fs, s.os)?)? {
+        PackageDb::Read(installed) => installed,
+        PackageDb::Missing(why) => {
+            return Ok(Outcome::fail(format!(
+                "{why}, so no package is known to be installed"
+            )))
+        }
+        PackageDb::Unreadable(why) => return Ok(Outcome::not_run(why)),
     };
     let mut problems = Vec::new();
     let mut seen = Vec::new();
-    match find_installed(&installed, &["openssl"]) {
-        Some(p) if debversion::compare(&p.version, "1.0") == Ordering::Less => {
-            problems.push(format!("openssl {} is older than 1.0", p.version))
+    match installed.find(is_openssl) {
+        Some(p) if installed.compare_upstream(p.upstream_version(), "1.0") == Ordering::Less => {
+            problems.push(format!("{} {} is older than 1.0", p.name, p.version))
         }
-        Some(p) => seen.push(format!("openssl {}", p.version)),
+        Some(p) => seen.push(format!("{} {}", p.name, p.version)),
         None => problems.push("openssl is not installed".to_string()),
     }
-    for name in ["python3", "python3-pyasn1"] {
-        match find_installed(&installed, &[name]) {
-            Some(p) => seen.push(format!("{name} {}", p.version)),
+    let others: [(&str, NameMatcher); 2] = [("python3", is_python3), ("python3-pyasn1", is_pyasn1)];
+    for (name, matches) in others {
+        match installed.find(matches) {
+            Some(p) => seen.push(format!("{} {}", p.name, p.version)),
             None => problems.push(format!("{name} is not installed")),
         }
     }
     if problems.is_empty() {
         Ok(Outcome::pass(format!(
-            "{DPKG_STATUS}: installed {}",
+            "{}: installed {}",
+            installed.source,
             seen.join(", ")
         )))
     } else {
         Ok(Outcome::fail(format!(
-            "{DPKG_STATUS}: {}",
+            "{}: {}",
+            installed.source,
             problems.join("; ")
         )))
     }
@@ -340,6 +514,53 @@ mod tests {
         let items: Vec<String> = (1..=12).map(|i| format!("p{i}")).collect();
         assert_eq!(list_first(&items[..2], 10), "p1, p2");
         assert!(list_first(&items, 10).ends_with("p10 and 2 more"));
+    }
+
+    #[test]
+    fn upstream_version_strips_epoch_and_release() {
+        let package = |version: &str| Package {
+            version: version.into(),
+            ..Package::default()
+        };
+        assert_eq!(package("1:3.0.11-1~deb12u2").upstream_version(), "3.0.11");
+        assert_eq!(package("1:3.0.7-27.el9").upstream_version(), "3.0.7");
+        assert_eq!(package("1.21.22").upstream_version(), "1.21.22");
+        assert_eq!(
+            package("2.2.40-1ubuntu1-2").upstream_version(),
+            "2.2.40-1ubuntu1"
+        );
+    }
+
+    #[test]
+    fn package_names_per_family() {
+        for name in ["openssl", "openssl-3", "openssl-1_1"] {
+            assert!(is_openssl(name), "{name}");
+        }
+        for name in ["openssl-libs", "openssl-devel", "openssl-"] {
+            assert!(!is_openssl(name), "{name}");
+        }
+        for name in [
+            "python3",
+            "python3.11",
+            "python311",
+            "python3-base",
+            "python311-base",
+        ] {
+            assert!(is_python3(name), "{name}");
+        }
+        for name in ["python3-libs", "python2", "python3-pyasn1"] {
+            assert!(!is_python3(name), "{name}");
+        }
+        for name in ["python3-pyasn1", "python3.11-pyasn1", "python311-pyasn1"] {
+            assert!(is_pyasn1(name), "{name}");
+        }
+        for name in [
+            "python2-pyasn1",
+            "python3-pyasn1-modules",
+            "python3-base-pyasn1",
+        ] {
+            assert!(!is_pyasn1(name), "{name}");
+        }
     }
 
     #[test]

@@ -34,6 +34,25 @@ fn catalogue_ids_in_table_order() {
 }
 
 #[test]
+fn rules_have_applied_and_verified_texts() {
+    for rule in catalogue() {
+        for (field, text) in [("applied", rule.applied), ("verified", rule.verified)] {
+            assert!(!text.trim().is_empty(), "{} has no {field} text", rule.id);
+            assert!(
+                text.ends_with('.'),
+                "{} {field} text is not a full sentence: {text:?}",
+                rule.id
+            );
+            assert!(
+                !text.contains("  "),
+                "{} {field} text has a double space: {text:?}",
+                rule.id
+            );
+        }
+    }
+}
+
+#[test]
 fn find_by_id() {
     assert_eq!(find("no-swap").map(|r| r.id), Some("no-swap"));
     assert!(find("no-such-rule").is_none());
@@ -688,7 +707,7 @@ fn plant_agent_disabled() {
     fixture.remove("/etc/systemd/system/multi-user.target.wants/walinuxagent.service");
     let evidence = assert_only_failure(&fixture, "azure-agent");
     assert!(
-        evidence.contains("waagent 2.9.0.4-1 is installed but walinuxagent.service is not enabled"),
+        evidence.contains("waagent 2.9.0.4-1 is installed but walinuxagent.service or waagent.service is not enabled"),
         "{evidence}"
     );
 }
@@ -852,4 +871,467 @@ fn disk_facts_default_fail_container_rules() {
     let failed = failures(&findings);
     assert!(failed.contains(&"vhd-fixed-format"));
     assert!(failed.contains(&"vhd-size-range"));
+}
+
+/// Ids and statuses of the findings that are neither pass nor
+/// not-applicable.
+fn unsettled(findings: &[crate::check::Finding]) -> Vec<(&'static str, Status)> {
+    findings
+        .iter()
+        .filter(|f| !matches!(f.status, Status::Pass | Status::NotApplicable))
+        .map(|f| (f.id, f.status))
+        .collect()
+}
+
+#[test]
+fn clean_rhel_tree_has_no_failure() {
+    let fixture = Fixture::clean_rhel();
+    let findings = fixture.run();
+    assert_eq!(
+        unsettled(&findings),
+        [
+            ("security-patches", Status::NotRun),
+            ("malware-scan", Status::NotRun)
+        ],
+        "findings: {findings:#?}"
+    );
+    let patches = findings
+        .iter()
+        .find(|f| f.id == "security-patches")
+        .unwrap();
+    assert!(
+        patches
+            .evidence
+            .contains("8 packages read from /var/lib/rpm/rpmdb.sqlite"),
+        "{}",
+        patches.evidence
+    );
+}
+
+#[test]
+fn clean_suse_tree_has_no_failure() {
+    let fixture = Fixture::clean_suse();
+    let findings = fixture.run();
+    assert_eq!(
+        unsettled(&findings),
+        [
+            ("security-patches", Status::NotRun),
+            ("malware-scan", Status::NotRun)
+        ],
+        "findings: {findings:#?}"
+    );
+    let agent = fixture.finding("azure-agent");
+    assert!(
+        agent
+            .evidence
+            .contains("python3-azure-agent 2.9.1.1-150100.3.44.1 installed"),
+        "{}",
+        agent.evidence
+    );
+}
+
+#[test]
+fn rhel_evidence_names_rpm_packages() {
+    let fixture = Fixture::clean_rhel();
+    let required = fixture.finding("required-packages");
+    assert!(
+        required.evidence.contains(
+            "/var/lib/rpm/rpmdb.sqlite: installed openssl 1:3.0.7-27.el9, \
+             python3 3.9.18-1.el9, python3-pyasn1 0.4.8-6.el9"
+        ),
+        "{}",
+        required.evidence
+    );
+    let arch = fixture.finding("os-64bit");
+    assert!(
+        arch.evidence
+            .contains("/var/lib/rpm/rpmdb.sqlite (rpm): x86_64"),
+        "{}",
+        arch.evidence
+    );
+    let ssh = fixture.finding("ssh-server");
+    assert!(
+        ssh.evidence
+            .contains("openssh-server 8.7p1-34.el9 installed"),
+        "{}",
+        ssh.evidence
+    );
+}
+
+#[test]
+fn plant_rhel_missing_pyasn1() {
+    let fixture = Fixture::clean_rhel();
+    fixture.remove_rpm_package("python3-pyasn1");
+    let evidence = assert_only_failure(&fixture, "required-packages");
+    assert!(
+        evidence.contains("/var/lib/rpm/rpmdb.sqlite: python3-pyasn1 is not installed"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_suse_missing_agent_package() {
+    let fixture = Fixture::clean_suse();
+    fixture.remove_rpm_package("python3-azure-agent");
+    let evidence = assert_only_failure(&fixture, "azure-agent");
+    assert!(
+        evidence.contains("/usr/lib/sysimage/rpm/rpmdb.sqlite: none of python3-azure-agent"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_suse_missing_ssh_server() {
+    let fixture = Fixture::clean_suse();
+    fixture.remove_rpm_package("openssh-server");
+    let evidence = assert_only_failure(&fixture, "ssh-server");
+    assert!(
+        evidence.contains("openssh-server or openssh is not installed"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_rhel_agent_disabled() {
+    let fixture = Fixture::clean_rhel();
+    fixture.remove("/etc/systemd/system/multi-user.target.wants/waagent.service");
+    // Debian's unit name does not count on RHEL.
+    fixture.write(
+        "/usr/lib/systemd/system/walinuxagent.service",
+        b"[Service]\n",
+    );
+    fixture.enable_from("/usr/lib/systemd/system", "walinuxagent.service");
+    let evidence = assert_only_failure(&fixture, "azure-agent");
+    assert!(
+        evidence
+            .contains("WALinuxAgent 2.7.0.6-9.el9 is installed but waagent.service is not enabled"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_rhel_32bit_packages() {
+    let fixture = Fixture::clean_rhel();
+    fixture.write_rpmdb("rhel9-i686.sqlite", "/var/lib/rpm");
+    let evidence = assert_only_failure(&fixture, "os-64bit");
+    assert!(
+        evidence.contains("/var/lib/rpm/rpmdb.sqlite (rpm): architecture i686 is not 64-bit"),
+        "{evidence}"
+    );
+}
+
+/// Statuses of the rules that read the package database.
+fn package_rule_statuses(fixture: &Fixture) -> Vec<(&'static str, Status)> {
+    let ids = [
+        "security-patches",
+        "required-packages",
+        "ssh-server",
+        "azure-agent",
+        "os-64bit",
+    ];
+    let findings = fixture.run();
+    assert!(failures(&findings).is_empty(), "findings: {findings:#?}");
+    ids.iter()
+        .map(|id| (*id, findings.iter().find(|f| f.id == *id).unwrap().status))
+        .collect()
+}
+
+#[test]
+fn rhel_berkeley_db_not_run() {
+    let fixture = Fixture::clean_rhel();
+    fixture.remove("/var/lib/rpm/rpmdb.sqlite");
+    fixture.write("/var/lib/rpm/Packages", &[0; 4096]);
+    for (id, status) in package_rule_statuses(&fixture) {
+        assert_eq!(status, Status::NotRun, "{id}");
+    }
+    let evidence = fixture.finding("required-packages").evidence;
+    assert!(
+        evidence.contains("/var/lib/rpm/Packages is an rpm database in Berkeley DB format"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn rhel_without_rpm_database_not_run() {
+    let fixture = Fixture::clean_rhel();
+    fixture.remove("/var/lib/rpm/rpmdb.sqlite");
+    for (id, status) in package_rule_statuses(&fixture) {
+        assert_eq!(status, Status::NotRun, "{id}");
+    }
+    let evidence = fixture.finding("azure-agent").evidence;
+    assert!(
+        evidence.contains("rhel family but has no rpm package database"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn rhel_corrupt_rpm_database_not_run() {
+    let fixture = Fixture::clean_rhel();
+    fixture.write(
+        "/var/lib/rpm/rpmdb.sqlite",
+        b"SQLite format 3\0 but cut short",
+    );
+    for (id, status) in package_rule_statuses(&fixture) {
+        assert_eq!(status, Status::NotRun, "{id}");
+    }
+    let evidence = fixture.finding("ssh-server").evidence;
+    assert!(
+        evidence.contains("the rpm database /var/lib/rpm/rpmdb.sqlite could not be read"),
+        "{evidence}"
+    );
+}
+
+const RHEL_BLS: &str = "/boot/loader/entries/0123-5.14.0-362.el9.x86_64.conf";
+
+#[test]
+fn plant_rhel_grubenv_without_rootdelay() {
+    let fixture = Fixture::clean_rhel();
+    fixture.write(
+        "/boot/grub2/grubenv",
+        &super::testkit::grubenv("root=UUID=x ro console=ttyS0 earlyprintk=ttyS0"),
+    );
+    let evidence = assert_only_failure(&fixture, "kernel-cmdline");
+    assert!(
+        evidence.contains(&format!(
+            "{RHEL_BLS}:5 (variables of /boot/grub2/grub.cfg) \
+             \"Red Hat Enterprise Linux (5.14.0-362.el9.x86_64) 9.3 (Plow)\" lacks rootdelay=300"
+        )),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_rhel_grubenv_without_header() {
+    let fixture = Fixture::clean_rhel();
+    // Without its header GRUB ignores the block, so kernelopts falls back
+    // to the value in grub.cfg, which lacks the serial console.
+    fixture.write(
+        "/boot/grub2/grubenv",
+        b"kernelopts=root=UUID=x console=ttyS0 earlyprintk=ttyS0 rootdelay=300\n",
+    );
+    let evidence = assert_only_failure(&fixture, "kernel-cmdline");
+    assert!(
+        evidence.contains("lacks console=ttyS0, earlyprintk=ttyS0, rootdelay=300"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_rhel_undefined_bls_variable() {
+    let fixture = Fixture::clean_rhel();
+    let entry = "title RHEL custom\nlinux /boot/vmlinuz-5.14.0-362.el9.x86_64\n\
+                 options console=ttyS0 earlyprintk=ttyS0 rootdelay=300 $custom_opts\n";
+    fixture.write("/boot/loader/entries/0456-custom.conf", entry.as_bytes());
+    let evidence = assert_only_failure(&fixture, "kernel-cmdline");
+    assert!(
+        evidence.contains("\"RHEL custom\" uses undefined $custom_opts"),
+        "{evidence}"
+    );
+    assert!(!evidence.contains("Plow"), "{evidence}");
+}
+
+#[test]
+fn plant_rhel_efi_config_without_kernelopts() {
+    let fixture = Fixture::clean_rhel();
+    let cfg = "load_env -f ${config_directory}/grubenv\nblscfg\n";
+    fixture.write("/boot/efi/EFI/redhat/grub.cfg", cfg.as_bytes());
+    fixture.write(
+        "/boot/efi/EFI/redhat/grubenv",
+        b"# GRUB Environment Block\nsaved_entry=x\n",
+    );
+    let evidence = assert_only_failure(&fixture, "kernel-cmdline");
+    assert!(
+        evidence.contains("(variables of /boot/efi/EFI/redhat/grub.cfg)"),
+        "{evidence}"
+    );
+    assert!(
+        evidence.contains("uses undefined $kernelopts, $tuned_params"),
+        "{evidence}"
+    );
+    assert!(
+        !evidence.contains("(variables of /boot/grub2/grub.cfg)"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn rhel_efi_stub_config_adds_no_entry() {
+    let fixture = Fixture::clean_rhel();
+    let stub = "search --no-floppy --fs-uuid --set=dev 8c4c0a0e\n\
+                set prefix=($dev)/grub2\nexport $prefix\nconfigfile $prefix/grub.cfg\n";
+    fixture.write("/boot/efi/EFI/redhat/grub.cfg", stub.as_bytes());
+    let finding = fixture.finding("kernel-cmdline");
+    assert_eq!(finding.status, Status::Pass, "{}", finding.evidence);
+    assert!(
+        finding.evidence.contains("all 1 boot entries"),
+        "{}",
+        finding.evidence
+    );
+}
+
+#[test]
+fn rhel_bls_without_blscfg_uses_grubenv() {
+    let fixture = Fixture::clean_rhel();
+    fixture.remove("/boot/grub2/grub.cfg");
+    let finding = fixture.finding("kernel-cmdline");
+    assert_eq!(finding.status, Status::Fail, "{}", finding.evidence);
+    assert!(
+        finding
+            .evidence
+            .contains("(variables of /boot/grub2/grubenv)"),
+        "{}",
+        finding.evidence
+    );
+    assert!(
+        finding.evidence.contains("uses undefined $tuned_params"),
+        "{}",
+        finding.evidence
+    );
+    assert!(
+        !finding.evidence.contains("lacks"),
+        "kernelopts comes from grubenv: {}",
+        finding.evidence
+    );
+}
+
+#[test]
+fn plant_suse_entry_without_earlyprintk() {
+    let fixture = Fixture::clean_suse();
+    let cfg = "menuentry 'SLES 15-SP5' {\n\tlinux /boot/vmlinuz-5.14.21-150500.55.39-default \
+               root=UUID=x console=ttyS0,115200 rootdelay=300\n}\n";
+    fixture.write("/boot/grub2/grub.cfg", cfg.as_bytes());
+    let evidence = assert_only_failure(&fixture, "kernel-cmdline");
+    assert!(
+        evidence.contains("/boot/grub2/grub.cfg:2 \"SLES 15-SP5\" lacks earlyprintk=ttyS0"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_rhel_static_ifcfg() {
+    let fixture = Fixture::clean_rhel();
+    fixture.write(
+        "/etc/sysconfig/network-scripts/ifcfg-eth0",
+        b"DEVICE=eth0\nONBOOT=yes\nBOOTPROTO=static\nIPADDR=10.0.0.5\nPREFIX=24\n\
+          HWADDR=00:0D:3A:00:00:01\n",
+    );
+    let evidence = assert_only_failure(&fixture, "no-custom-network-config");
+    for line in [
+        "3: BOOTPROTO=static",
+        "4: IPADDR=10.0.0.5",
+        "6: HWADDR=00:0D:3A:00:00:01",
+    ] {
+        assert!(
+            evidence.contains(&format!("/etc/sysconfig/network-scripts/ifcfg-eth0:{line}")),
+            "{line} missing from {evidence}"
+        );
+    }
+}
+
+#[test]
+fn plant_rhel_manual_nmconnection() {
+    let fixture = Fixture::clean_rhel();
+    let path = "/etc/NetworkManager/system-connections/cloud-init-eth0.nmconnection";
+    fixture.write(
+        path,
+        b"[connection]\nid=eth0\ntype=ethernet\n\n[ethernet]\nmac-address=00:0D:3A:00:00:01\n\n\
+          [ipv4]\nmethod=manual\naddress1=10.0.0.5/24,10.0.0.1\n",
+    );
+    let evidence = assert_only_failure(&fixture, "no-custom-network-config");
+    for line in [
+        "6: mac-address=00:0D:3A:00:00:01",
+        "9: method=manual",
+        "10: address1=10.0.0.5/24,10.0.0.1",
+    ] {
+        assert!(
+            evidence.contains(&format!("{path}:{line}")),
+            "{line} missing from {evidence}"
+        );
+    }
+}
+
+#[test]
+fn plant_suse_static_ifcfg() {
+    let fixture = Fixture::clean_suse();
+    fixture.write(
+        "/etc/sysconfig/network/ifcfg-eth0",
+        b"BOOTPROTO='static'\nSTARTMODE='auto'\nIPADDR='10.0.0.5/24'\n",
+    );
+    let evidence = assert_only_failure(&fixture, "no-custom-network-config");
+    assert!(
+        evidence.contains("/etc/sysconfig/network/ifcfg-eth0:1: BOOTPROTO='static'"),
+        "{evidence}"
+    );
+    assert!(
+        evidence.contains("/etc/sysconfig/network/ifcfg-eth0:3: IPADDR='10.0.0.5/24'"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn plant_suse_lladdr() {
+    let fixture = Fixture::clean_suse();
+    fixture.write(
+        "/etc/sysconfig/network/ifcfg-eth0",
+        b"BOOTPROTO='dhcp'\nSTARTMODE='auto'\nLLADDR='00:0d:3a:00:00:01'\n",
+    );
+    let evidence = assert_only_failure(&fixture, "no-custom-network-config");
+    assert!(
+        evidence.contains("ifcfg-eth0:3: LLADDR='00:0d:3a:00:00:01'"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn netplan_dns_servers_allowed() {
+    let fixture = Fixture::clean();
+    fixture.write(
+        "/etc/netplan/90-dns.yaml",
+        b"network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n      nameservers:\n        addresses: [168.63.129.16]\n",
+    );
+    let finding = fixture.finding("no-custom-network-config");
+    assert_eq!(finding.status, Status::Pass, "{}", finding.evidence);
+}
+
+#[test]
+fn plant_rhel_earlier_dropin_interval() {
+    let fixture = Fixture::clean_rhel();
+    fixture.write(
+        "/etc/ssh/sshd_config.d/01-local.conf",
+        b"ClientAliveInterval 60\n",
+    );
+    let evidence = assert_only_failure(&fixture, "sshd-client-alive-interval");
+    assert!(
+        evidence.contains("/etc/ssh/sshd_config.d/01-local.conf:1: ClientAliveInterval 60 is 60 s"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn rhel_later_settings_do_not_override() {
+    let fixture = Fixture::clean_rhel();
+    // The drop-ins come before these lines, and sshd keeps the first value.
+    fixture.write(
+        "/etc/ssh/sshd_config.d/50-cloud-init.conf",
+        b"ClientAliveInterval 30\nPermitRootLogin yes\n",
+    );
+    let mut config =
+        std::fs::read_to_string(fixture.dir.path().join("etc/ssh/sshd_config")).unwrap();
+    config.push_str("ClientAliveInterval 120\n");
+    fixture.write("/etc/ssh/sshd_config", config.as_bytes());
+    let finding = fixture.finding("sshd-client-alive-interval");
+    assert_eq!(finding.status, Status::Pass, "{}", finding.evidence);
+    assert!(
+        finding
+            .evidence
+            .contains("/etc/ssh/sshd_config.d/05-azure.conf:1: ClientAliveInterval 180"),
+        "{}",
+        finding.evidence
+    );
+    let evidence = assert_only_failure(&fixture, "hardening-baseline");
+    assert!(
+        evidence.contains("/etc/ssh/sshd_config.d/50-cloud-init.conf:2: PermitRootLogin yes"),
+        "{evidence}"
+    );
 }

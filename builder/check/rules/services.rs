@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 
-use super::{debversion, packages, paths};
+use super::family::{self, Family};
+use super::packages::{self, PackageDb};
+use super::paths;
 use crate::check::{FileKind, ImageView, Outcome, Subject};
 
 pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
@@ -301,26 +303,83 @@ pub fn waagent_setting(fs: &dyn ImageView, key: &str) -> Result<Option<(usize, S
     Ok(found)
 }
 
+/// The Azure Linux Agent's package and service names in one family.
+struct AgentNames {
+    packages: &'static [&'static str],
+    units: &'static [&'static str],
+}
+
+/// Returns the agent's names: Debian's `waagent` and Ubuntu's
+/// `walinuxagent` run `walinuxagent.service`; RHEL's `WALinuxAgent` and
+/// SUSE's `python3-azure-agent` run `waagent.service`.
+fn agent_names(family: Family) -> AgentNames {
+    const DEBIAN: &[&str] = &["waagent", "walinuxagent"];
+    const RHEL: &[&str] = &["WALinuxAgent"];
+    const SUSE: &[&str] = &[
+        "python3-azure-agent",
+        "python-azure-agent",
+        "python311-azure-agent",
+    ];
+    const ALL: &[&str] = &[
+        "waagent",
+        "walinuxagent",
+        "WALinuxAgent",
+        "python3-azure-agent",
+        "python-azure-agent",
+        "python311-azure-agent",
+    ];
+    match family {
+        Family::Debian => AgentNames {
+            packages: DEBIAN,
+            units: &["walinuxagent.service", "waagent.service"],
+        },
+        Family::Rhel => AgentNames {
+            packages: RHEL,
+            units: &["waagent.service"],
+        },
+        Family::Suse => AgentNames {
+            packages: SUSE,
+            units: &["waagent.service"],
+        },
+        Family::Unknown => AgentNames {
+            packages: ALL,
+            units: &["walinuxagent.service", "waagent.service"],
+        },
+    }
+}
+
 /// Checks `azure-agent`: the distribution's agent package is installed and
 /// its service enabled; old agents must keep auto-update on.
 pub fn azure_agent(s: &Subject) -> Result<Outcome> {
     let fs = super::linux_tree!(s);
-    let installed = packages::installed(fs)?.unwrap_or_default();
-    let Some(agent) = packages::find_installed(&installed, &["waagent", "walinuxagent"]) else {
+    let family = family::detect(fs, s.os)?;
+    let names = agent_names(family);
+    let installed = match packages::read_installed(fs, family)? {
+        PackageDb::Read(installed) => installed,
+        PackageDb::Missing(why) => {
+            return Ok(Outcome::fail(format!(
+                "{why}, so no agent package is known to be installed"
+            )))
+        }
+        PackageDb::Unreadable(why) => return Ok(Outcome::not_run(why)),
+    };
+    let Some(agent) = installed.find(|name| names.packages.contains(&name)) else {
         return Ok(Outcome::fail(format!(
-            "{}: neither waagent nor walinuxagent is installed",
-            packages::DPKG_STATUS
+            "{}: none of {} is installed",
+            installed.source,
+            names.packages.join(", ")
         )));
     };
     let package = format!("{} {}", agent.name, agent.version);
-    let Some(link) = find_enabled(fs, &["walinuxagent.service", "waagent.service"])? else {
+    let Some(link) = find_enabled(fs, names.units)? else {
         return Ok(Outcome::fail(format!(
-            "{package} is installed but walinuxagent.service is not enabled"
+            "{package} is installed but {} is not enabled",
+            names.units.join(" or ")
         )));
     };
-    let upstream = agent.version.split('-').next().unwrap_or_default();
-    let upstream = upstream.split_once(':').map_or(upstream, |(_, v)| v);
-    if debversion::compare(upstream, AGENT_MIN_VERSION) == Ordering::Less {
+    let old =
+        installed.compare_upstream(agent.upstream_version(), AGENT_MIN_VERSION) == Ordering::Less;
+    if old {
         if let Some((line, value)) = waagent_setting(fs, "AutoUpdate.Enabled")? {
             if value.eq_ignore_ascii_case("n") {
                 return Ok(Outcome::fail(format!(

@@ -3,31 +3,50 @@
 
 use anyhow::Result;
 
+use super::family::{self, Family};
+use super::packages::{self, PackageDb};
+use super::services;
 use super::sshd_config::{self, SshdConfig, SSHD_CONFIG};
-use super::{packages, services};
 use crate::check::{Outcome, Subject};
 
 /// The interval Microsoft recommends and forge sets, in seconds.
 pub const CLIENT_ALIVE_INTERVAL: u64 = 180;
 const SSH_UNITS: &[&str] = &["ssh.service", "sshd.service", "ssh.socket", "sshd.socket"];
 
-/// Checks `ssh-server`: openssh-server is installed and enabled.
+/// Checks `ssh-server`: the OpenSSH server package is installed and its
+/// service or socket enabled.
 pub fn ssh_server(s: &Subject) -> Result<Outcome> {
     let fs = super::linux_tree!(s);
-    let installed = packages::installed(fs)?.unwrap_or_default();
-    let Some(server) = packages::find_installed(&installed, &["openssh-server"]) else {
+    let family = family::detect(fs, s.os)?;
+    // Older SUSE releases ship sshd in the openssh package itself.
+    let names: &[&str] = match family {
+        Family::Suse => &["openssh-server", "openssh"],
+        _ => &["openssh-server"],
+    };
+    let installed = match packages::read_installed(fs, family)? {
+        PackageDb::Read(installed) => installed,
+        PackageDb::Missing(why) => {
+            return Ok(Outcome::fail(format!(
+                "{why}, so openssh-server is not known to be installed"
+            )))
+        }
+        PackageDb::Unreadable(why) => return Ok(Outcome::not_run(why)),
+    };
+    let Some(server) = installed.find(|name| names.contains(&name)) else {
         return Ok(Outcome::fail(format!(
-            "{}: openssh-server is not installed",
-            packages::DPKG_STATUS
+            "{}: {} is not installed",
+            installed.source,
+            names.join(" or ")
         )));
     };
     match services::find_enabled(fs, SSH_UNITS)? {
         Some(link) => Ok(Outcome::pass(format!(
-            "openssh-server {} installed; enabled by {link}",
-            server.version
+            "{} {} installed; enabled by {link}",
+            server.name, server.version
         ))),
         None => Ok(Outcome::fail(format!(
-            "openssh-server {} is installed but none of {} is enabled",
+            "{} {} is installed but none of {} is enabled",
+            server.name,
             server.version,
             SSH_UNITS.join(", ")
         ))),

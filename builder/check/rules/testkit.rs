@@ -76,6 +76,74 @@ PermitEmptyPasswords no
 ClientAliveInterval 180
 ";
 
+/// sshd_config of RHEL 9 and SLES 15: the drop-ins come first, so their
+/// values win over the lines below.
+const RPM_SSHD_CONFIG: &str = "\
+Include /etc/ssh/sshd_config.d/*.conf
+PermitRootLogin prohibit-password
+AuthorizedKeysFile .ssh/authorized_keys
+Subsystem sftp /usr/libexec/openssh/sftp-server
+";
+
+/// A generated RHEL grub.cfg: the environment block, tuned's variables,
+/// the fallback kernelopts, and the BLS entries.
+const RHEL_GRUB_CFG: &str = r#"### BEGIN /etc/grub.d/00_header ###
+set pager=1
+
+if [ -f ${config_directory}/grubenv ]; then
+  load_env -f ${config_directory}/grubenv
+elif [ -s $prefix/grubenv ]; then
+  load_env
+fi
+### END /etc/grub.d/00_header ###
+
+### BEGIN /etc/grub.d/00_tuned ###
+set tuned_params=""
+set tuned_initrd=""
+### END /etc/grub.d/00_tuned ###
+
+### BEGIN /etc/grub.d/10_linux ###
+insmod part_gpt
+insmod xfs
+if [ -z "${kernelopts}" ]; then
+  set kernelopts="root=/dev/sda2 ro crashkernel=auto "
+fi
+
+insmod blscfg
+blscfg
+### END /etc/grub.d/10_linux ###
+"#;
+
+const RHEL_KERNELOPTS: &str =
+    "root=UUID=8c4c0a0e-1a8b-4b6e-9e5a-4f1e2d3c4b5a ro console=tty1 console=ttyS0,115200n8 earlyprintk=ttyS0 rootdelay=300";
+
+const RHEL_BLS_ENTRY: &str = "\
+title Red Hat Enterprise Linux (5.14.0-362.el9.x86_64) 9.3 (Plow)
+version 5.14.0-362.el9.x86_64
+linux /boot/vmlinuz-5.14.0-362.el9.x86_64
+initrd /boot/initramfs-5.14.0-362.el9.x86_64.img $tuned_initrd
+options $kernelopts $tuned_params
+grub_users $grub_users
+grub_arg --unrestricted
+grub_class rhel
+";
+
+const SUSE_GRUB_CFG: &str = "\
+menuentry 'SLES 15-SP5' --class sles --class gnu-linux --class os $menuentry_id_option 'gnulinux-simple' {
+\tload_video
+\tlinux\t/boot/vmlinuz-5.14.21-150500.55.39-default root=UUID=x console=ttyS0,115200 earlyprintk=ttyS0 rootdelay=300 net.ifnames=0
+\tinitrd\t/boot/initrd-5.14.21-150500.55.39-default
+}
+";
+
+/// Returns a GRUB environment block of 1024 bytes that defines
+/// `kernelopts`, padded with `#` as grub-editenv writes it.
+pub fn grubenv(kernelopts: &str) -> Vec<u8> {
+    let mut block = format!("# GRUB Environment Block\nkernelopts={kernelopts}\n").into_bytes();
+    block.resize(1024, b'#');
+    block
+}
+
 const SECURITY_LIST: &str = "deb.debian.org_debian-security_dists_bookworm-security";
 
 /// A synthetic image: a host folder plus disk facts, OS info and policy.
@@ -125,24 +193,185 @@ fn disk_facts(size: u64) -> DiskFacts {
 }
 
 impl Fixture {
-    /// Builds the clean tree.
-    pub fn clean() -> Self {
-        let fixture = Self {
+    fn empty(family: &str, version: &str) -> Self {
+        Self {
             dir: tempfile::tempdir().unwrap(),
             disk: disk_facts(30 * GIB),
             os: OsInfo {
-                family: "debian".into(),
-                version: "12".into(),
+                family: family.into(),
+                version: version.into(),
                 arch: "x86_64".into(),
             },
             policy: Policy::default(),
             empty_db: tempfile::tempdir().unwrap(),
-        };
+        }
+    }
+
+    /// Builds the clean Debian 12 tree.
+    pub fn clean() -> Self {
+        let fixture = Self::empty("debian", "12");
         fixture.write_base_system();
         fixture.write_accounts_and_ssh();
         fixture.write_packages();
         fixture.write_units_and_boot();
         fixture
+    }
+
+    /// Builds a clean RHEL 9 tree: rpm database in /var/lib/rpm, sshd
+    /// drop-ins, waagent.service, and BLS boot entries whose options come
+    /// from grubenv.
+    pub fn clean_rhel() -> Self {
+        let fixture = Self::empty("rhel", "9.3");
+        fixture.write_base_system();
+        fixture.remove("/etc/network/interfaces");
+        fixture.remove("/etc/ufw/ufw.conf");
+        fixture.write(
+            "/usr/lib/os-release",
+            b"NAME=\"Red Hat Enterprise Linux\"\nVERSION_ID=\"9.3\"\nID=\"rhel\"\nID_LIKE=\"fedora\"\n",
+        );
+        fixture.symlink("../usr/lib/os-release", "/etc/os-release");
+        fixture.write_rpm_accounts_and_ssh();
+        fixture.write_rpmdb("rhel9.sqlite", "/var/lib/rpm");
+        fixture.write_rpm_units("waagent.service");
+        fixture.write(
+            "/etc/sysconfig/network-scripts/ifcfg-eth0",
+            b"DEVICE=eth0\nONBOOT=yes\nBOOTPROTO=dhcp\nTYPE=Ethernet\nUSERCTL=no\n",
+        );
+        fixture.write(
+            "/etc/sysconfig/network-scripts/ifcfg-lo",
+            b"DEVICE=lo\nIPADDR=127.0.0.1\nNETMASK=255.0.0.0\nONBOOT=yes\nNAME=loopback\n",
+        );
+        fixture.write(
+            "/etc/NetworkManager/system-connections/cloud-init-eth0.nmconnection",
+            b"[connection]\nid=eth0\ntype=ethernet\ninterface-name=eth0\n\n\
+              [ipv4]\nmethod=auto\n\n[ipv6]\nmethod=auto\n",
+        );
+        fixture.write("/boot/grub2/grub.cfg", RHEL_GRUB_CFG.as_bytes());
+        fixture.write("/boot/grub2/grubenv", &grubenv(RHEL_KERNELOPTS));
+        fixture.write(
+            "/boot/loader/entries/0123-5.14.0-362.el9.x86_64.conf",
+            RHEL_BLS_ENTRY.as_bytes(),
+        );
+        fixture.write_kernel("/boot/vmlinuz-5.14.0-362.el9.x86_64");
+        fixture
+    }
+
+    /// Builds a clean SLES 15 tree: rpm database in /usr/lib/sysimage/rpm,
+    /// waagent.service, and GRUB 2 menu entries in /boot/grub2/grub.cfg.
+    pub fn clean_suse() -> Self {
+        let fixture = Self::empty("sles", "15.5");
+        fixture.write_base_system();
+        fixture.remove("/etc/network/interfaces");
+        fixture.remove("/etc/ufw/ufw.conf");
+        fixture.write(
+            "/etc/os-release",
+            b"NAME=\"SLES\"\nVERSION_ID=\"15.5\"\nID=\"sles\"\nID_LIKE=\"suse\"\n",
+        );
+        fixture.write_rpm_accounts_and_ssh();
+        fixture.write_rpmdb("sles15.sqlite", "/usr/lib/sysimage/rpm");
+        fixture.symlink("../../usr/lib/sysimage/rpm", "/var/lib/rpm");
+        fixture.write_rpm_units("waagent.service");
+        fixture.write(
+            "/etc/sysconfig/network/ifcfg-eth0",
+            b"BOOTPROTO='dhcp'\nSTARTMODE='auto'\nDHCLIENT_SET_HOSTNAME='yes'\n",
+        );
+        fixture.write(
+            "/etc/sysconfig/network/ifcfg-lo",
+            b"IPADDR=127.0.0.1/8\nNETMASK=255.0.0.0\nNETWORK=127.0.0.0\nSTARTMODE=nfsroot\n\
+              BOOTPROTO=static\nUSERCONTROL=no\nFIREWALL=no\n",
+        );
+        fixture.write("/boot/grub2/grub.cfg", SUSE_GRUB_CFG.as_bytes());
+        fixture.write_kernel("/boot/vmlinuz-5.14.21-150500.55.39-default");
+        fixture
+    }
+
+    fn write_rpm_accounts_and_ssh(&self) {
+        self.write(
+            "/etc/passwd",
+            b"root:x:0:0:root:/root:/bin/bash\nazureuser:x:1000:1000::/home/azureuser:/bin/bash\n",
+        );
+        // RHEL ships the shadow files with mode 0000, within the baseline's 0640.
+        self.write_mode(
+            "/etc/shadow",
+            b"root:!!:19700:0:99999:7:::\nazureuser:!!:19700:0:99999:7:::\n",
+            0o000,
+        );
+        self.write_mode("/etc/gshadow", b"root:::\n", 0o000);
+        self.write("/etc/ssh/sshd_config", RPM_SSHD_CONFIG.as_bytes());
+        self.write(
+            "/etc/ssh/sshd_config.d/05-azure.conf",
+            b"ClientAliveInterval 180\n",
+        );
+        self.write(
+            "/etc/ssh/sshd_config.d/50-redhat.conf",
+            b"Include /etc/crypto-policies/back-ends/opensshserver.config\n\
+              SyslogFacility AUTHPRIV\nUsePAM yes\nX11Forwarding yes\n",
+        );
+        self.write(
+            "/etc/crypto-policies/back-ends/opensshserver.config",
+            b"Ciphers aes256-gcm@openssh.com,aes256-ctr\n",
+        );
+    }
+
+    /// Copies one of the rpm databases made by
+    /// scripts/make-rpmdb-fixtures.sh into `dir` as `rpmdb.sqlite`.
+    pub fn write_rpmdb(&self, fixture: &str, dir: &str) {
+        let bytes = fs::read(format!("{}/{fixture}", super::rpmdb::FIXTURES)).unwrap();
+        self.write(&format!("{dir}/rpmdb.sqlite"), &bytes);
+    }
+
+    /// Removes every package called `name` from the rpm database, with its
+    /// rows in the index tables, as `rpm -e --justdb` would.
+    pub fn remove_rpm_package(&self, name: &str) {
+        let db = rusqlite::Connection::open(self.host("/var/lib/rpm/rpmdb.sqlite")).unwrap();
+        let numbers: Vec<i64> = db
+            .prepare("SELECT hnum FROM Name WHERE key = ?1")
+            .unwrap()
+            .query_map([name], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!numbers.is_empty(), "{name} is not in the rpm database");
+        let tables: Vec<String> = db
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' \
+                 AND name != 'Packages' AND substr(name, 1, 7) != 'sqlite_'",
+            )
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for number in numbers {
+            for table in &tables {
+                db.execute(&format!("DELETE FROM '{table}' WHERE hnum = ?1"), [number])
+                    .unwrap();
+            }
+            db.execute("DELETE FROM Packages WHERE hnum = ?1", [number])
+                .unwrap();
+        }
+    }
+
+    fn write_rpm_units(&self, agent_unit: &str) {
+        let units = "/usr/lib/systemd/system";
+        self.write(
+            &format!("{units}/sshd.service"),
+            b"[Service]\nExecStart=/usr/sbin/sshd -D\n",
+        );
+        self.write(
+            &format!("{units}/{agent_unit}"),
+            b"[Service]\nExecStart=/usr/sbin/waagent -daemon\n",
+        );
+        self.write(&format!("{units}/firewalld.service"), b"[Service]\n");
+        self.enable_from(units, "sshd.service");
+        self.enable_from(units, agent_unit);
+    }
+
+    fn write_kernel(&self, path: &str) {
+        let mut kernel = vec![0u8; 0x300];
+        kernel[0x202..0x206].copy_from_slice(b"HdrS");
+        kernel[0x236] = 0x7f;
+        self.write(path, &kernel);
     }
 
     fn write_base_system(&self) {
@@ -265,8 +494,13 @@ impl Fixture {
 
     /// Enables a unit from `/lib/systemd/system` for multi-user.target.
     pub fn enable(&self, unit: &str) {
+        self.enable_from("/lib/systemd/system", unit);
+    }
+
+    /// Enables a unit from the unit folder `dir` for multi-user.target.
+    pub fn enable_from(&self, dir: &str, unit: &str) {
         let link = format!("/etc/systemd/system/multi-user.target.wants/{unit}");
-        self.symlink(&format!("/lib/systemd/system/{unit}"), &link);
+        self.symlink(&format!("{dir}/{unit}"), &link);
     }
 
     fn host(&self, path: &str) -> PathBuf {
