@@ -707,9 +707,19 @@ fn interrupted_build_leaves_nothing() {
 /// Runs `forge check --format json` on `image` with `env` set, and returns
 /// the exit code and the parsed report.
 fn check_json(image: &Path, env: &[(&str, &str)]) -> (Option<i32>, serde_json::Value) {
+    check_json_with(image, env, &[])
+}
+
+/// Like [`check_json`], with extra arguments for `forge check`.
+fn check_json_with(
+    image: &Path,
+    env: &[(&str, &str)],
+    args: &[&std::ffi::OsStr],
+) -> (Option<i32>, serde_json::Value) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_forge"));
     command
         .args(["check", "--format", "json"])
+        .args(args)
         .arg(image)
         .env("FORGE_CACHE_DIR", cache_dir())
         .stdin(Stdio::null());
@@ -1073,5 +1083,60 @@ fn planted_violations_fail_only_their_rule() {
         problems.is_empty(),
         "planted violations:\n{}",
         problems.join("\n")
+    );
+}
+
+/// Contents of the planted "malware": a file that only the test's own
+/// signature database knows.
+const PAYLOAD: &str = "forge planted payload, harmless, for the malware-scan test\n";
+
+#[test]
+fn planted_file_fails_malware_scan() {
+    if !prerequisites_met() || !support::tools_present(&["clamscan"]) {
+        return;
+    }
+    let build = dirty_build();
+    build.assert_succeeded();
+    let work = case_dir("malware");
+    // A ClamAV hash signature: sha256, size and name of the payload.
+    let db = work.join("clamav-db");
+    fs::create_dir_all(&db).unwrap();
+    let payload = work.join("payload");
+    fs::write(&payload, PAYLOAD).unwrap();
+    fs::write(
+        db.join("forge-test.hsb"),
+        format!(
+            "{}:{}:Forge.Test.Payload\n",
+            support::sha256_file(&payload),
+            PAYLOAD.len()
+        ),
+    )
+    .unwrap();
+    let args = [std::ffi::OsStr::new("--clamav-db"), db.as_os_str()];
+
+    let (code, clean) = check_json_with(&build.vhd(), &[], &args);
+    let failed: Vec<String> = rules_with_status(&clean, "fail");
+    assert!(failed.is_empty(), "the clean image fails {failed:?}");
+    assert_eq!(
+        code,
+        Some(0),
+        "with a database the clean image is compliant"
+    );
+
+    let copy = Planted::copy(&build.vhd(), &work.join("planted.vhd"), ROOT_PARTITION);
+    copy.write("/srv/payload.bin", PAYLOAD);
+    let (code, report) = check_json_with(&copy.vhd, &[], &args);
+    assert_eq!(rules_with_status(&report, "fail"), ["malware-scan"]);
+    assert_eq!(code, Some(1));
+    let evidence = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "malware-scan")
+        .map(|r| r["evidence"].to_string())
+        .unwrap_or_default();
+    assert!(
+        evidence.contains("Forge.Test.Payload"),
+        "the evidence names no signature: {evidence}"
     );
 }
