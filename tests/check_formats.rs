@@ -485,6 +485,40 @@ fn early_partition_fails_first_mib_rule() {
     assert_rule(&report, "vhd-size-range", "pass");
 }
 
+/// A 64 MiB fixed VHD with one unformatted partition: below the 1 GiB
+/// minimum of a Linux OS disk, and otherwise a valid container.
+#[test]
+fn small_disk_fails_size_range() {
+    if !prerequisites_met() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let vhd = dir.path().join("small.vhd");
+    let size = 64 * MIB;
+    fs::File::create(&vhd).unwrap().set_len(size).unwrap();
+    run_tool(Command::new("sgdisk").args(["--new=1:2048:0"]).arg(&vhd));
+    let footer = forge::vhd::Footer::fixed(size, 0, [7; 16]).to_bytes();
+    OpenOptions::new()
+        .append(true)
+        .open(&vhd)
+        .unwrap()
+        .write_all(&footer)
+        .unwrap();
+
+    let run = forge_check(&vhd);
+    let report = run.non_compliant_report();
+    let failed: Vec<&str> = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "fail")
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["vhd-size-range"], "{}", run.stdout);
+    let evidence = assert_rule(&report, "vhd-size-range", "fail");
+    assert!(evidence.contains("0.06 GiB"), "{evidence}");
+}
+
 /// Inputs rejected before libguestfs starts: a missing path, a directory
 /// and an empty file.
 #[test]
@@ -516,7 +550,7 @@ fn text_file_exits_2() {
     )
     .unwrap();
 
-    forge_check(&text).assert_input_error(&text, "no partition table and no operating system");
+    forge_check(&text).assert_input_error(&text, "no partition table");
 }
 
 /// A root-owned file with mode 0600, checked by the user `nobody`.

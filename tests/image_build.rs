@@ -777,7 +777,7 @@ fn direct_reader_and_libguestfs_agree() {
 /// must be the only one to fail because of it.
 struct Plant {
     rule: &'static str,
-    what: &'static str,
+    description: &'static str,
     plant: fn(&Planted),
 }
 
@@ -788,32 +788,32 @@ fn plants() -> Vec<Plant> {
     vec![
         Plant {
             rule: "vhd-fixed-format",
-            what: "footer says dynamic disk",
+            description: "footer says dynamic disk",
             plant: |p| p.edit_footer(|f| f.disk_type = forge::vhd::DISK_TYPE_DYNAMIC),
         },
         Plant {
             rule: "vhd-fixed-format",
-            what: "footer checksum wrong",
+            description: "footer checksum wrong",
             plant: |p| p.flip_footer_checksum(),
         },
         Plant {
             rule: "vhd-size-aligned",
-            what: "footer current size 1 MiB short",
+            description: "footer current size 1 MiB short",
             plant: |p| p.edit_footer(|f| f.current_size -= 1 << 20),
         },
         Plant {
             rule: "disk-first-mib-free",
-            what: "BIOS boot partition moved to sector 34",
+            description: "BIOS boot partition moved to sector 34",
             plant: |p| p.sgdisk(&["-d", "14", "-a", "1", "-n", "14:34:2047", "-t", "14:EF02"]),
         },
         Plant {
             rule: "no-lvm",
-            what: "a partition typed LVM",
+            description: "a partition typed LVM",
             plant: |p| p.sgdisk(&["-t", "14:8E00"]),
         },
         Plant {
             rule: "security-patches",
-            what: "openssl older than the security suite's",
+            description: "openssl older than the security suite's",
             plant: |p| {
                 p.edit("/var/lib/dpkg/status", |text| {
                     set_package_field(&text, "openssl", "Version", "3.0.0-1")
@@ -822,12 +822,12 @@ fn plants() -> Vec<Plant> {
         },
         Plant {
             rule: "hardening-baseline",
-            what: "/etc/shadow readable by all",
+            description: "/etc/shadow readable by all",
             plant: |p| p.chmod_file("/etc/shadow", 0o644),
         },
         Plant {
             rule: "minimal-footprint",
-            what: "an undeclared listening socket enabled",
+            description: "an undeclared listening socket enabled",
             plant: |p| {
                 p.write(
                     "/etc/systemd/system/echo.socket",
@@ -841,7 +841,7 @@ fn plants() -> Vec<Plant> {
         },
         Plant {
             rule: "accounts-locked",
-            what: "a password hash behind a lock marker",
+            description: "a password hash behind a lock marker",
             plant: |p| {
                 p.edit("/etc/shadow", |text| {
                     let mut out = String::new();
@@ -860,7 +860,7 @@ fn plants() -> Vec<Plant> {
         },
         Plant {
             rule: "firewall-disabled",
-            what: "nftables.service enabled",
+            description: "nftables.service enabled",
             plant: |p| {
                 p.symlink(
                     &format!("{WANTS}/nftables.service"),
@@ -870,7 +870,7 @@ fn plants() -> Vec<Plant> {
         },
         Plant {
             rule: "ssh-host-keys-removed",
-            what: "a public host key",
+            description: "a public host key",
             plant: |p| {
                 p.write(
                     "/etc/ssh/ssh_host_ed25519_key.pub",
@@ -880,17 +880,17 @@ fn plants() -> Vec<Plant> {
         },
         Plant {
             rule: "authorized-keys-removed",
-            what: "root's authorized_keys",
+            description: "root's authorized_keys",
             plant: |p| p.write("/root/.ssh/authorized_keys", &format!("{PUBLIC_KEY}\n")),
         },
         Plant {
             rule: "known-hosts-removed",
-            what: "root's known_hosts",
+            description: "root's known_hosts",
             plant: |p| p.write("/root/.ssh/known_hosts", &format!("host {PUBLIC_KEY}\n")),
         },
         Plant {
             rule: "private-keys-removed",
-            what: "a PEM private key under /srv",
+            description: "a PEM private key under /srv",
             plant: |p| {
                 p.write(
                     "/srv/service.pem",
@@ -900,17 +900,17 @@ fn plants() -> Vec<Plant> {
         },
         Plant {
             rule: "logs-cleared",
-            what: "a non-empty log file",
+            description: "a non-empty log file",
             plant: |p| p.write("/var/log/product.log", "started\n"),
         },
         Plant {
             rule: "machine-id-reset",
-            what: "a filled machine-id",
+            description: "a filled machine-id",
             plant: |p| p.write("/etc/machine-id", "0123456789abcdef0123456789abcdef\n"),
         },
         Plant {
             rule: "provisioning-state-cleared",
-            what: "a DHCP lease",
+            description: "a DHCP lease",
             plant: |p| {
                 p.write(
                     "/var/lib/dhcp/dhclient.eth0.leases",
@@ -920,12 +920,12 @@ fn plants() -> Vec<Plant> {
         },
         Plant {
             rule: "shell-history-cleared",
-            what: "root's bash history",
+            description: "root's bash history",
             plant: |p| p.write("/root/.bash_history", "ls\n"),
         },
         Plant {
             rule: "required-packages",
-            what: "python3-pyasn1 removed",
+            description: "python3-pyasn1 removed",
             plant: |p| {
                 p.edit("/var/lib/dpkg/status", |text| {
                     set_package_field(
@@ -939,12 +939,12 @@ fn plants() -> Vec<Plant> {
         },
         Plant {
             rule: "ssh-server",
-            what: "ssh.service not enabled",
+            description: "ssh.service not enabled",
             plant: |p| p.remove(&format!("{WANTS}/ssh.service")),
         },
         Plant {
             rule: "sshd-client-alive-interval",
-            what: "ClientAliveInterval 120",
+            description: "ClientAliveInterval 120",
             plant: |p| {
                 p.edit("/etc/ssh/sshd_config", |text| {
                     text.replacen("ClientAliveInterval 180", "ClientAliveInterval 120", 1)
@@ -953,12 +953,12 @@ fn plants() -> Vec<Plant> {
         },
         Plant {
             rule: "resolv-conf-removed",
-            what: "a resolv.conf with a name server",
+            description: "a resolv.conf with a name server",
             plant: |p| p.write("/etc/resolv.conf", "nameserver 10.0.0.2\n"),
         },
         Plant {
             rule: "no-custom-network-config",
-            what: "a MAC-bound persistent-net rule",
+            description: "a MAC-bound persistent-net rule",
             plant: |p| {
                 p.write(
                     "/etc/udev/rules.d/70-persistent-net.rules",
@@ -968,12 +968,12 @@ fn plants() -> Vec<Plant> {
         },
         Plant {
             rule: "azure-agent",
-            what: "the agent's service not enabled",
+            description: "the agent's service not enabled",
             plant: |p| p.remove(&format!("{WANTS}/walinuxagent.service")),
         },
         Plant {
             rule: "kernel-cmdline",
-            what: "rootdelay=300 missing from one grub.cfg entry",
+            description: "rootdelay=300 missing from one grub.cfg entry",
             plant: |p| {
                 p.edit("/boot/grub/grub.cfg", |text| {
                     text.replacen(" rootdelay=300", "", 1)
@@ -982,7 +982,7 @@ fn plants() -> Vec<Plant> {
         },
         Plant {
             rule: "no-swap",
-            what: "a swap line in fstab",
+            description: "a swap line in fstab",
             plant: |p| {
                 p.edit("/etc/fstab", |text| {
                     format!("{text}/dev/disk/by-label/swap none swap sw 0 0\n")
@@ -991,7 +991,7 @@ fn plants() -> Vec<Plant> {
         },
         Plant {
             rule: "single-root-partition",
-            what: "a separate /var in fstab",
+            description: "a separate /var in fstab",
             plant: |p| {
                 p.edit("/etc/fstab", |text| {
                     format!(
@@ -1002,7 +1002,7 @@ fn plants() -> Vec<Plant> {
         },
         Plant {
             rule: "os-64bit",
-            what: "dpkg's native architecture i386",
+            description: "dpkg's native architecture i386",
             plant: |p| {
                 p.edit("/var/lib/dpkg/arch", |text| {
                     text.replacen("amd64", "i386", 1)
@@ -1070,7 +1070,7 @@ fn planted_violations_fail_only_their_rule() {
         if failed != [plant.rule] || code != Some(1) {
             problems.push(format!(
                 "{} ({}): exit {code:?}, failed {failed:?}",
-                plant.rule, plant.what
+                plant.rule, plant.description
             ));
         }
     }
@@ -1087,7 +1087,7 @@ fn planted_violations_fail_only_their_rule() {
 }
 
 /// Contents of the planted "malware": a file that only the test's own
-/// signature database knows.
+/// signature database matches.
 const PAYLOAD: &str = "forge planted payload, harmless, for the malware-scan test\n";
 
 #[test]
