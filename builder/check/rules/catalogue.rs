@@ -250,9 +250,9 @@ pub(super) static CATALOGUE: &[Rule] = &[
         requirement: "No LVM physical volume on the OS disk.",
         applied: "The disk step creates the ext4 root file system directly on a GPT partition, \
             with no LVM.",
-        verified: "Fails on every LVM physical volume that libguestfs finds on the disk and on \
-            every partition with file system type LVM2_member, the GPT LVM type or MBR type \
-            0x8E. Not-applicable on Windows images.",
+        verified: "Fails on every partition that holds an LVM2 label (file system type \
+            LVM2_member) or has the GPT LVM type or MBR type 0x8E, and on every physical \
+            volume libguestfs lists when it reads the disk. Not-applicable on Windows images.",
         check: disk::no_lvm,
     },
     Rule {

@@ -17,6 +17,8 @@ const GPT_BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
 const GPT_ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 /// MBR type of an EFI system partition.
 const MBR_ESP: &str = "0xEF";
+/// MBR type of a Linux LVM partition.
+const MBR_LVM: &str = "0x8E";
 /// Mount points that must stay on the root file system.
 const SEPARATE_MOUNTS: &[&str] = &["/boot", "/var", "/home", "/usr", "/opt", "/srv", "/tmp"];
 /// File system types that are not block devices in fstab.
@@ -161,7 +163,7 @@ pub fn first_mib_free(s: &Subject) -> Result<Outcome> {
 fn is_lvm(p: &crate::check::Partition) -> bool {
     p.fs_type.as_deref() == Some("LVM2_member")
         || p.type_id.eq_ignore_ascii_case(GPT_LVM)
-        || p.type_id == "0x8E"
+        || p.type_id.eq_ignore_ascii_case(MBR_LVM)
 }
 
 /// Checks `no-lvm` from the disk facts.
@@ -230,12 +232,12 @@ fn os_partitions(disk: &DiskFacts) -> Vec<String> {
     disk.partitions
         .iter()
         .filter(|p| {
-            let t = p.type_id.to_ascii_uppercase();
+            let t = &p.type_id;
             let fs_type = p.fs_type.as_deref().unwrap_or_default();
             // Swap is judged by the no-swap rule, not counted here.
-            t != GPT_BIOS_BOOT
-                && t != GPT_ESP
-                && t != MBR_ESP
+            !t.eq_ignore_ascii_case(GPT_BIOS_BOOT)
+                && !t.eq_ignore_ascii_case(GPT_ESP)
+                && !t.eq_ignore_ascii_case(MBR_ESP)
                 && !fs_type.is_empty()
                 && fs_type != "swap"
         })
@@ -287,5 +289,37 @@ pub fn single_root_partition(s: &Subject) -> Result<Outcome> {
         )))
     } else {
         Ok(Outcome::fail(problems.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Partition;
+
+    fn mbr(number: u32, type_id: &str, fs_type: Option<&str>) -> Partition {
+        Partition {
+            number,
+            start_sector: 2048,
+            size_bytes: 1 << 20,
+            type_id: type_id.to_owned(),
+            fs_type: fs_type.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn mbr_types_match_in_either_case() {
+        // libguestfs and the direct reader both write MBR types in lower case.
+        let disk = DiskFacts {
+            partitions: vec![
+                mbr(1, "0xef", Some("vfat")),
+                mbr(2, "0x83", Some("ext4")),
+                mbr(3, "0x8e", None),
+            ],
+            ..DiskFacts::default()
+        };
+        assert_eq!(os_partitions(&disk), ["partition 2 (ext4)"]);
+        assert!(is_lvm(&disk.partitions[2]));
+        assert!(!is_lvm(&disk.partitions[1]));
     }
 }
