@@ -49,6 +49,10 @@ enum Command {
         /// ClamAV signature database folder for the malware scan.
         #[arg(long)]
         clamav_db: Option<PathBuf>,
+        /// Recipe whose declared services and waivers apply, instead of
+        /// those a forge build recorded in the image.
+        #[arg(long)]
+        recipe: Option<PathBuf>,
         /// Folder where forge remembers image checksums; a checked image
         /// that has not changed since is not hashed again.
         #[arg(long, env = "FORGE_CACHE_DIR", default_value = "/var/cache/forge")]
@@ -161,11 +165,30 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             image,
             format,
             clamav_db,
+            recipe,
             cache_dir,
         } => {
-            let policy = forge::check::Policy {
-                clamav_db,
-                ..Default::default()
+            let policy = match recipe {
+                Some(path) => {
+                    let recipe = match forge::recipe::Recipe::load(&path) {
+                        Ok(recipe) => recipe,
+                        Err(e) => {
+                            eprintln!("forge: error: {e:#}");
+                            return Ok(ExitCode::from(2));
+                        }
+                    };
+                    forge::check::Policy {
+                        declared_units: recipe.declared_units(),
+                        waivers: recipe.waivers,
+                        clamav_db,
+                        from_image: false,
+                    }
+                }
+                None => forge::check::Policy {
+                    clamav_db,
+                    from_image: true,
+                    ..Default::default()
+                },
             };
             let report = match forge::check::check_image(
                 &image,

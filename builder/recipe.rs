@@ -8,7 +8,6 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::check::rules::WAIVABLE;
 use crate::check::Waiver;
 
 const MIB: u64 = 1 << 20;
@@ -436,24 +435,5 @@ fn escapes(from: &Path, target: &Path) -> bool {
 }
 
 fn validate_waiver(raw: RawWaiver) -> Result<Waiver> {
-    if crate::check::rules::find(&raw.rule).is_none() {
-        bail!(
-            "rule {:?} is not a rule id; `forge check` reports list the ids",
-            clip(&raw.rule)
-        );
-    }
-    if !WAIVABLE.contains(&raw.rule.as_str()) {
-        bail!(
-            "rule {:?} cannot be waived; only {} may be waived, with a product reason",
-            raw.rule,
-            WAIVABLE.join(", ")
-        );
-    }
-    if raw.reason.trim().is_empty() {
-        bail!("waiver of {:?} needs a non-empty reason", raw.rule);
-    }
-    Ok(Waiver {
-        rule: raw.rule,
-        reason: raw.reason,
-    })
+    crate::check::policy::validate_waiver(&raw.rule, &raw.reason)
 }

@@ -30,7 +30,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use forge::check::FileKind;
-use forge::guestfs::GuestImage;
+use forge::direct::{DirectImage, Opened};
 use support::boot::{boot_to_login, Firmware};
 
 /// Tools of the build, the check pass (libguestfs) and the boot tests.
@@ -443,8 +443,8 @@ fn nginx_recipe_builds_with_nginx_enabled() {
     build.assert_succeeded();
     assert_accepted_verdict(build);
 
-    let image = GuestImage::open(&build.vhd()).unwrap_or_else(|e| panic!("{e:#}"));
-    let view = image.view().expect("libguestfs found no OS in the image");
+    let image = open_direct(&build.vhd());
+    let view = image.view().expect("no OS found in the image");
 
     let wants = "/etc/systemd/system/multi-user.target.wants/nginx.service";
     let link = view.lstat(wants).unwrap();
@@ -462,6 +462,13 @@ fn nginx_recipe_builds_with_nginx_enabled() {
         Some(expected),
         "{page} differs from the overlay's file"
     );
+
+    // Without the recipe, `forge check` applies the services the build
+    // recorded in the image, so nginx counts as declared.
+    let (_, report) = check_json(&build.vhd(), &[]);
+    assert_eq!(rules_with_status(&report, "fail"), Vec::<String>::new());
+    let footprint = rule_evidence(&report, "minimal-footprint");
+    assert!(footprint.contains("nginx.service"), "{footprint}");
 }
 
 #[test]
@@ -519,8 +526,8 @@ fn dirty_layer_still_compliant() {
     build.assert_succeeded();
     assert_accepted_verdict(build);
 
-    let image = GuestImage::open(&build.vhd()).unwrap_or_else(|e| panic!("{e:#}"));
-    let view = image.view().expect("libguestfs found no OS in the image");
+    let image = open_direct(&build.vhd());
+    let view = image.view().expect("no OS found in the image");
 
     assert_eq!(
         view.lstat("/swapfile").unwrap(),
@@ -735,6 +742,29 @@ fn check_json_with(
     let report = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("forge check printed no JSON report ({e}); stderr:\n{stderr}"));
     (output.status.code(), report)
+}
+
+/// Opens a built image with the direct reader, which every forge-built
+/// layout allows.
+fn open_direct(vhd: &Path) -> Box<DirectImage> {
+    match DirectImage::open(vhd).unwrap_or_else(|e| panic!("{e:#}")) {
+        Opened::Image(image) => image,
+        Opened::Declined(reason) => {
+            panic!("the direct reader declined {}: {reason}", vhd.display())
+        }
+    }
+}
+
+/// Returns the evidence of rule `id` in a report.
+fn rule_evidence(report: &serde_json::Value, id: &str) -> String {
+    report["rules"]
+        .as_array()
+        .expect("report has a `rules` array")
+        .iter()
+        .find(|r| r["id"] == id)
+        .and_then(|r| r["evidence"].as_str())
+        .unwrap_or_else(|| panic!("no rule {id} in the report"))
+        .to_owned()
 }
 
 /// Statuses of every rule, by id.
@@ -1128,15 +1158,80 @@ fn planted_file_fails_malware_scan() {
     let (code, report) = check_json_with(&copy.vhd, &[], &args);
     assert_eq!(rules_with_status(&report, "fail"), ["malware-scan"]);
     assert_eq!(code, Some(1));
-    let evidence = report["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "malware-scan")
-        .map(|r| r["evidence"].to_string())
-        .unwrap_or_default();
+    let evidence = rule_evidence(&report, "malware-scan");
     assert!(
         evidence.contains("Forge.Test.Payload"),
         "the evidence names no signature: {evidence}"
     );
+}
+
+/// A firewall product: nftables enabled by a layer, and the firewall rule
+/// waived with a reason.
+const FIREWALL_LAYER: &str = r#"
+[[layer]]
+name = "firewall"
+packages = ["nftables"]
+enable = ["nftables.service"]
+
+[policy]
+waive = [{ rule = "firewall-disabled", reason = "the product is a network firewall" }]
+"#;
+
+#[test]
+fn waived_firewall_shows_in_every_report() {
+    if !prerequisites_met() {
+        return;
+    }
+    let case = case_dir("firewall");
+    let recipe = write_test_recipe(&case, "e2e-firewall", FIREWALL_LAYER);
+    let build = run_build(&recipe, &case, "e2e-firewall-1.0.0", None);
+    build.assert_succeeded();
+    assert_accepted_verdict(&build);
+    let reason = "the product is a network firewall";
+
+    let report = read_report(&build);
+    assert_eq!(rules_with_status(&report, "waived"), ["firewall-disabled"]);
+    let waived = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "firewall-disabled")
+        .unwrap();
+    assert_eq!(waived["reason"], reason);
+    assert!(waived["evidence"]
+        .as_str()
+        .unwrap()
+        .contains("nftables.service"));
+    for suffix in [".report.txt", ".report.junit.xml", ".report.md"] {
+        let text = fs::read_to_string(build.output(suffix)).unwrap();
+        assert!(
+            text.contains("firewall-disabled") && text.contains(reason),
+            "{suffix} does not show the waiver and its reason:\n{text}"
+        );
+    }
+
+    // A later check without the recipe applies the waiver the build
+    // recorded in the image.
+    let (_, checked) = check_json(&build.vhd(), &[]);
+    assert_eq!(rules_with_status(&checked, "waived"), ["firewall-disabled"]);
+
+    // With a recipe that waives nothing, the same image fails the rule.
+    let strict = case.join("strict.toml");
+    fs::write(
+        &strict,
+        fs::read_to_string(&recipe)
+            .unwrap()
+            .replace("waive = [{", "# waive = [{"),
+    )
+    .unwrap();
+    let (code, strict_report) = check_json_with(
+        &build.vhd(),
+        &[],
+        &[std::ffi::OsStr::new("--recipe"), strict.as_os_str()],
+    );
+    assert_eq!(
+        rules_with_status(&strict_report, "fail"),
+        ["firewall-disabled"]
+    );
+    assert_eq!(code, Some(1));
 }

@@ -79,6 +79,7 @@ pub fn run(ctx: &BuildContext) -> Result<()> {
         ("file modes", file_modes),
         ("cloud-init datasource", cloud_init_azure),
         ("caches and temporary files", clean_caches),
+        ("product policy", record_policy),
     ];
     for (name, step) in steps {
         tracing::debug!("hardening: {name}");
@@ -355,6 +356,18 @@ fn lock_accounts(ctx: &BuildContext) -> Result<()> {
     }
     let host = tree::resolve_parent(&ctx.tree, path)?;
     fs::write(&host, out).with_context(|| format!("failed to write {path}"))
+}
+
+/// Records the recipe's declared services and waivers in the image, for
+/// `forge check` runs that have no recipe.
+fn record_policy(ctx: &BuildContext) -> Result<()> {
+    let text = crate::check::policy::render(&ctx.recipe.declared_units(), &ctx.recipe.waivers);
+    tree::write(
+        &ctx.tree,
+        crate::check::policy::IMAGE_POLICY_PATH,
+        text.as_bytes(),
+        0o644,
+    )
 }
 
 fn disable_firewall(ctx: &BuildContext) -> Result<()> {

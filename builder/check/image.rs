@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::report::Report;
-use super::{run_rules, Policy, Subject};
+use super::{run_rules, ImageView, Policy, Subject};
 use crate::direct::{DirectImage, Opened};
 use crate::guestfs::GuestImage;
 use crate::hashcache::HashCache;
@@ -37,11 +37,12 @@ pub fn check_image(image: &Path, policy: &Policy, hash: Hashing) -> Result<Repor
     match open_direct(image)? {
         Some(direct) => {
             os = direct.os().cloned().unwrap_or_default();
+            let policy = effective_policy(policy, direct.view())?;
             let subject = Subject {
                 disk: direct.disk(),
                 fs: direct.view(),
                 os: &os,
-                policy,
+                policy: &policy,
             };
             findings = run_rules(&subject);
         }
@@ -54,11 +55,12 @@ pub fn check_image(image: &Path, policy: &Policy, hash: Hashing) -> Result<Repor
                 );
             }
             os = guest.os().cloned().unwrap_or_default();
+            let policy = effective_policy(policy, guest.view())?;
             let subject = Subject {
                 disk: guest.disk(),
                 fs: guest.view(),
                 os: &os,
-                policy,
+                policy: &policy,
             };
             findings = run_rules(&subject);
         }
@@ -75,6 +77,21 @@ pub fn check_image(image: &Path, policy: &Policy, hash: Hashing) -> Result<Repor
         os,
         findings,
     ))
+}
+
+/// Returns `policy`, plus the policy recorded in the image when
+/// `policy.from_image` asks for it.
+fn effective_policy(policy: &Policy, fs: Option<&dyn ImageView>) -> Result<Policy> {
+    let mut effective = policy.clone();
+    if let (true, Some(fs)) = (policy.from_image, fs) {
+        if super::policy::apply_image_policy(&mut effective, fs)? {
+            tracing::info!(
+                "applying the declared services and waivers recorded in the image at {}",
+                super::policy::IMAGE_POLICY_PATH
+            );
+        }
+    }
+    Ok(effective)
 }
 
 /// Environment variable that picks the reader: `libguestfs` forces the

@@ -2,6 +2,7 @@
 //! verdict with evidence. It never trusts what a build step believes it did.
 
 pub mod image;
+pub mod policy;
 pub mod report;
 pub mod rules;
 pub mod view;
@@ -137,6 +138,9 @@ pub struct Policy {
     pub waivers: Vec<Waiver>,
     /// ClamAV signature database folder; `None` means the system default.
     pub clamav_db: Option<PathBuf>,
+    /// Adds the declared units and waivers that a build recorded in the
+    /// image (see [`policy::IMAGE_POLICY_PATH`]).
+    pub from_image: bool,
 }
 
 /// Everything a rule may look at.
