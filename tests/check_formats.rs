@@ -13,7 +13,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
@@ -517,6 +517,66 @@ fn small_disk_fails_size_range() {
     assert_eq!(failed, ["vhd-size-range"], "{}", run.stdout);
     let evidence = assert_rule(&report, "vhd-size-range", "fail");
     assert!(evidence.contains("0.06 GiB"), "{evidence}");
+}
+
+/// Byte offset of the test image's ext4 root (sector 208896).
+const TEST_ROOT_OFFSET: u64 = 208_896 * 512;
+
+#[test]
+fn overlapping_partitions_exit_2() {
+    if !prerequisites_met() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let raw = dir.path().join("overlap.img");
+    copy_sparse(base_image(), &raw);
+    // Stretch the ESP (entry 2) over the start of the root partition and
+    // store valid checksums, as a buggy partitioning tool could.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&raw)
+        .unwrap();
+    let mut header = [0u8; 512];
+    file.read_exact_at(&mut header, 512).unwrap();
+    let entries_at = u64::from_le_bytes(header[72..80].try_into().unwrap()) * 512;
+    let count = u32::from_le_bytes(header[80..84].try_into().unwrap()) as usize;
+    let size = u32::from_le_bytes(header[84..88].try_into().unwrap()) as usize;
+    let mut entries = vec![0u8; count * size];
+    file.read_exact_at(&mut entries, entries_at).unwrap();
+    entries[size + 40..size + 48].copy_from_slice(&300_000u64.to_le_bytes());
+    file.write_all_at(&entries, entries_at).unwrap();
+    header[88..92].copy_from_slice(&crc32fast::hash(&entries).to_le_bytes());
+    let header_len = u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize;
+    header[16..20].fill(0);
+    let sum = crc32fast::hash(&header[..header_len]);
+    header[16..20].copy_from_slice(&sum.to_le_bytes());
+    file.write_all_at(&header, 512).unwrap();
+    forge_check(&raw).assert_input_error(&raw, "overlap");
+}
+
+#[test]
+fn directory_loop_exits_2_quickly() {
+    if !prerequisites_met() || !support::tools_present(&["debugfs"]) {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let raw = dir.path().join("loop.img");
+    copy_sparse(base_image(), &raw);
+    // A second name for /etc inside /etc: ext4 forbids directory hard
+    // links, and a walk that follows this one never ends.
+    run_tool(
+        Command::new("debugfs")
+            .args(["-w", "-R", "link /etc /etc/loop"])
+            .arg(format!("{}?offset={TEST_ROOT_OFFSET}", raw.display())),
+    );
+    let started = Instant::now();
+    forge_check(&raw).assert_input_error(&raw, "directory loop");
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "the check took {:?}",
+        started.elapsed()
+    );
 }
 
 /// Inputs rejected before libguestfs starts: a missing path, a directory

@@ -208,6 +208,13 @@ impl DirectImage {
             }
             let volume = match Volume::open_ext(region.clone()) {
                 Ok(volume) => volume,
+                Err(e) if volume::is_damaged(&e) => {
+                    bail!(
+                        "the {} file system in partition {} is damaged: {e:#}",
+                        probe.fs_type.as_deref().unwrap_or("ext"),
+                        probes[index].0.number
+                    )
+                }
                 Err(e) => return Ok(Opened::Declined(format!("{e:#}"))),
             };
             if volume.exists("/etc/os-release") || volume.exists("/usr/lib/os-release") {
@@ -283,6 +290,9 @@ impl DirectImage {
             extracted: OnceCell::new(),
         };
         image.os = Some(image.read_os_info()?);
+        // Every check walks the tree; walking now turns a damaged tree into
+        // an error about the image rather than rules that cannot run.
+        image.walk().context("the OS file tree cannot be read")?;
         Ok(Opened::Image(Box::new(image)))
     }
 
@@ -424,25 +434,78 @@ impl DirectImage {
         Ok(dir)
     }
 
-    fn walk_into(&self, dir: &str, out: &mut Vec<WalkEntry>) -> Result<()> {
+    /// Lists `dir` with each entry's metadata, mount points showing the
+    /// root of the file system mounted there.
+    fn entries(&self, dir: &str) -> Result<Vec<(String, FileMeta)>> {
         let (volume, inner) = self.resolve(dir)?;
-        for (name, mut meta) in volume.list(&inner)? {
-            let path = paths::join(dir, &name);
+        let mut entries = volume.list(&inner)?;
+        for (name, meta) in &mut entries {
+            let path = paths::join(dir, name);
             if self.is_mount_point(&path) {
                 if let Some(root) = self.lstat(&path)? {
-                    meta = root;
+                    *meta = root;
                 }
             }
+        }
+        Ok(entries)
+    }
+
+    /// Walks below `dir`. `ancestors` holds the listings of the folders
+    /// above, to recognize a directory hard-linked to one of them: ext4
+    /// forbids such links, and following one never ends.
+    fn walk_into(
+        &self,
+        dir: &str,
+        listing: Vec<(String, FileMeta)>,
+        ancestors: &mut Vec<Vec<(String, FileMeta)>>,
+        out: &mut Vec<WalkEntry>,
+    ) -> Result<()> {
+        crate::exec::check_interrupted()?;
+        if ancestors.len() >= MAX_DEPTH {
+            bail!("folders nest deeper than {MAX_DEPTH} levels at {dir}; the file system may contain a directory loop");
+        }
+        ancestors.push(listing.clone());
+        for (name, meta) in listing {
+            let path = paths::join(dir, &name);
             let is_dir = meta.kind == FileKind::Dir;
             out.push(WalkEntry {
                 path: path.clone(),
                 meta,
             });
-            if is_dir {
-                self.walk_into(&path, out)?;
+            if !is_dir {
+                continue;
+            }
+            let children = self.entries(&path)?;
+            if let Some(depth) = ancestors.iter().position(|a| *a == children) {
+                if self.same_below(&path, &ancestor_path(&path, ancestors.len() - depth))? {
+                    bail!(
+                        "{path} is a link to the folder {} above it, a directory loop; \
+                         the file system is damaged",
+                        ancestor_path(&path, ancestors.len() - depth)
+                    );
+                }
+            }
+            self.walk_into(&path, children, ancestors, out)?;
+        }
+        ancestors.pop();
+        Ok(())
+    }
+
+    /// Tells whether the folders `a` and `b` hold the same names and
+    /// metadata two levels down, which a directory loop always shows.
+    fn same_below(&self, a: &str, b: &str) -> Result<bool> {
+        let (left, right) = (self.entries(a)?, self.entries(b)?);
+        if left != right {
+            return Ok(false);
+        }
+        for (name, meta) in &left {
+            if meta.kind == FileKind::Dir
+                && self.entries(&paths::join(a, name))? != self.entries(&paths::join(b, name))?
+            {
+                return Ok(false);
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -481,7 +544,8 @@ impl ImageView for DirectImage {
             return Ok(cached.clone());
         }
         let mut entries = Vec::new();
-        self.walk_into("/", &mut entries)?;
+        let top = self.entries("/")?;
+        self.walk_into("/", top, &mut Vec::new(), &mut entries)?;
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         *self.walk_cache.borrow_mut() = Some(entries.clone());
         Ok(entries)
@@ -499,6 +563,19 @@ impl ImageView for DirectImage {
             .as_ref()
             .map(tempfile::TempDir::path)
     }
+}
+
+/// Deepest folder nesting the walk follows. Real trees stay far below it.
+const MAX_DEPTH: usize = 100;
+
+/// Returns the folder `up` levels above `path`'s parent chain, counting
+/// `path` itself as one level.
+fn ancestor_path(path: &str, up: usize) -> String {
+    let mut p = path.to_owned();
+    for _ in 0..up {
+        p = paths::parent(&p).to_owned();
+    }
+    p
 }
 
 /// Maps an os-release `ID` to the distribution name of libguestfs

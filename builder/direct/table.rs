@@ -1,7 +1,7 @@
 //! Partition tables read straight from the disk bytes: GPT, with its
 //! protective MBR, and the four primary entries of a classic MBR.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::{le32, le64, Disk};
 
@@ -62,6 +62,17 @@ pub fn read(disk: &Disk) -> Result<Table> {
             );
         }
     }
+    let mut sorted: Vec<&TableEntry> = table.entries.iter().collect();
+    sorted.sort_by_key(|e| e.start_sector);
+    for pair in sorted.windows(2) {
+        if pair[0].start_sector + pair[0].sectors > pair[1].start_sector {
+            bail!(
+                "the partition table is damaged: partitions {} and {} overlap",
+                pair[0].number,
+                pair[1].number
+            );
+        }
+    }
     Ok(table)
 }
 
@@ -118,7 +129,10 @@ fn read_gpt(disk: &Disk) -> Result<Table> {
         bail!("the GPT header lists {count} entries of {entry_len} bytes; the table is damaged");
     }
 
-    let entries = disk.read_vec(entries_lba * SECTOR, (count * entry_len) as usize)?;
+    let entries_at = entries_lba
+        .checked_mul(SECTOR)
+        .context("the GPT entries lie beyond any disk; the table is damaged")?;
+    let entries = disk.read_vec(entries_at, (count * entry_len) as usize)?;
     let stored = le32(&header, 88);
     if crc32fast::hash(&entries) != stored {
         bail!("the GPT partition entries checksum does not match; the table is damaged");
@@ -135,9 +149,9 @@ fn read_gpt(disk: &Disk) -> Result<Table> {
         }
         let first = le64(raw, 32);
         let last = le64(raw, 40);
-        if last < first {
+        if last < first || last == u64::MAX {
             bail!(
-                "GPT entry {} ends before it starts; the table is damaged",
+                "GPT entry {} spans sectors {first} to {last}; the table is damaged",
                 index + 1
             );
         }

@@ -190,7 +190,29 @@ fn is_missing(e: &Ext4Error) -> bool {
 }
 
 fn ext_error(e: Ext4Error) -> anyhow::Error {
-    anyhow::anyhow!("ext4: {e}")
+    let damaged = matches!(e, Ext4Error::Corrupt(_));
+    let error = anyhow::anyhow!("ext4: {e}");
+    if damaged {
+        error.context(Damaged)
+    } else {
+        error
+    }
+}
+
+/// Marks an error as damage in the file system, as opposed to a feature
+/// this reader does not support.
+#[derive(Debug)]
+struct Damaged;
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the file system is damaged")
+    }
+}
+
+/// Tells whether `error` comes from a damaged file system.
+pub fn is_damaged(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<Damaged>().is_some()
 }
 
 fn ext_meta(m: &ext4_view::Metadata) -> FileMeta {
