@@ -97,7 +97,7 @@ impl ext4_view::Ext4Read for Region {
 /// places the OS's fstab lists.
 pub struct DirectImage {
     disk: DiskFacts,
-    /// `None` when the disk holds no file system an OS could live on.
+    /// `None` when the disk has no file system an OS could live on.
     os: Option<OsInfo>,
     volumes: Vec<Volume>,
     /// Mount points and the volume mounted there, longest first.
@@ -300,7 +300,7 @@ impl DirectImage {
         &self.disk
     }
 
-    /// The OS found on the disk, or `None` when there is none.
+    /// Returns the OS found on the disk, or `None` when there is none.
     pub fn os(&self) -> Option<&OsInfo> {
         self.os.as_ref()
     }
@@ -450,7 +450,7 @@ impl DirectImage {
         Ok(entries)
     }
 
-    /// Walks below `dir`. `ancestors` holds the listings of the folders
+    /// Walks below `dir`. `ancestors` has the listings of the folders
     /// above, to recognize a directory hard-linked to one of them: ext4
     /// forbids such links, and following one never ends.
     fn walk_into(
