@@ -8,5 +8,6 @@ pub mod direct;
 pub mod exec;
 pub mod guestfs;
 pub mod hashcache;
+pub mod lock;
 pub mod recipe;
 pub mod vhd;

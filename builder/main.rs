@@ -38,6 +38,25 @@ enum Command {
         /// ClamAV signature database folder for the malware scan.
         #[arg(long)]
         clamav_db: Option<PathBuf>,
+        /// Install exactly the versions in the recipe's lock file
+        /// (`<name>.lock` beside the recipe).
+        #[arg(long)]
+        locked: bool,
+    },
+    /// Rebuild a recipe with the mirror's current packages, refresh its lock
+    /// file and list the packages that changed.
+    Update {
+        /// Recipe file (TOML).
+        recipe: PathBuf,
+        /// Folder for the VHD and its reports.
+        #[arg(short, long, default_value = "out")]
+        output: PathBuf,
+        /// Folder for downloaded packages, reused by later builds.
+        #[arg(long, env = "FORGE_CACHE_DIR", default_value = "/var/cache/forge")]
+        cache_dir: PathBuf,
+        /// ClamAV signature database folder for the malware scan.
+        #[arg(long)]
+        clamav_db: Option<PathBuf>,
     },
     /// Check an image against every rule and print the report.
     Check {
@@ -149,16 +168,43 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             output,
             cache_dir,
             clamav_db,
+            locked,
         } => {
             let opts = BuildOptions {
                 output_dir: output,
                 cache_dir,
                 clamav_db,
+                locked,
             };
             let a = build::build(&recipe, &opts)?;
             println!("{}", a.vhd.display());
             println!("sha256 {}", a.sha256);
             println!("report {}", a.json_report.display());
+            println!("lock {}", a.lock_path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Update {
+            recipe,
+            output,
+            cache_dir,
+            clamav_db,
+        } => {
+            let opts = BuildOptions {
+                output_dir: output,
+                cache_dir,
+                clamav_db,
+                locked: false,
+            };
+            let update = build::update(&recipe, &opts)?;
+            let a = &update.artifacts;
+            println!("{}", a.vhd.display());
+            println!("sha256 {}", a.sha256);
+            println!("report {}", a.json_report.display());
+            println!("lock {}", a.lock_path.display());
+            if let Some(previous) = &update.previous_lock {
+                println!("previous lock {}", previous.display());
+            }
+            print!("{}", build::render_changes(&update.changes));
             Ok(ExitCode::SUCCESS)
         }
         Command::Check {

@@ -38,6 +38,10 @@ pub const BASE_PACKAGES: &[&str] = &[
     "sudo",
 ];
 
+/// apt preferences file that pins a `--locked` build to the lock's
+/// versions while packages are installed; removed before hardening.
+pub const LOCK_PREFERENCES: &str = "/etc/apt/preferences.d/forge-lock";
+
 /// Debian archive locations the build installs from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mirrors {
@@ -148,11 +152,13 @@ fn parse_one_line(text: &str) -> Vec<(String, String)> {
 /// package cache folder and saving new ones there.
 pub fn run(ctx: &BuildContext) -> Result<()> {
     let base = &ctx.recipe.base;
-    let mirrors = find_mirrors(&base.release, base.mirror.as_deref())?;
+    let lock_mirror = ctx.lock.as_ref().and_then(|l| l.mirror.as_deref());
+    let mirrors = find_mirrors(&base.release, base.mirror.as_deref().or(lock_mirror))?;
     let cache = ctx.cache_dir.join("debs");
     fs::create_dir_all(&cache).with_context(|| format!("failed to create {}", cache.display()))?;
 
     let mut cmd = super::chroot::isolated()
+        .env("SOURCE_DATE_EPOCH", ctx.epoch.to_string())
         .arg("mmdebstrap")
         .args([
             "--mode=root",
@@ -175,6 +181,17 @@ pub fn run(ctx: &BuildContext) -> Result<()> {
             "--customize-hook=sync-out /var/cache/apt/archives {}",
             cache.display()
         ));
+    if let Some(lock) = &ctx.lock {
+        let prefs = ctx.tree.with_file_name("forge-lock.pref");
+        fs::write(&prefs, lock.apt_preferences())
+            .with_context(|| format!("failed to write {}", prefs.display()))?;
+        cmd = cmd
+            .arg("--setup-hook=mkdir -p \"$1\"/etc/apt/preferences.d")
+            .arg(format!(
+                "--setup-hook=upload {} {LOCK_PREFERENCES}",
+                prefs.display()
+            ));
+    }
     if host_skips_valid_until() {
         cmd = cmd.arg("--aptopt=Acquire::Check-Valid-Until \"false\"");
     }

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::{chroot, tree, Context as BuildContext};
+use super::{chroot, reproducible, tree, Context as BuildContext};
 use crate::exec::Cmd;
 
 const SECTOR: u64 = 512;
@@ -142,7 +142,7 @@ fn generate_grub_cfg(ctx: &BuildContext, ids: &DiskIds) -> Result<()> {
             format!("disk/by-uuid/{}", ids.root_fs_uuid),
             "../../null".to_string(),
         )];
-        chroot::command_with_dev_links(&ctx.tree, &argv, &[], &by_uuid)?
+        chroot::command_with_dev_links(&ctx.tree, &argv, &ctx.chroot_env(), &by_uuid)?
             .run()
             .context("grub-mkconfig failed")?;
         Ok(())
@@ -225,7 +225,7 @@ fn make_grub_images(ctx: &BuildContext, ids: &DiskIds) -> Result<()> {
             "/boot/grub/forge-early.cfg".into(),
         ];
         argv.extend(modules.iter().map(|m| m.to_string()));
-        chroot::command(&ctx.tree, &argv, &[])?
+        chroot::command(&ctx.tree, &argv, &ctx.chroot_env())?
             .run()
             .with_context(|| format!("grub-mkimage for {platform} failed"))?;
     }
@@ -286,6 +286,8 @@ pub fn assemble(ctx: &BuildContext, ids: &DiskIds, image: &Path) -> Result<()> {
 
 fn make_esp(ctx: &BuildContext, ids: &DiskIds, image: &Path) -> Result<()> {
     Cmd::new("mkfs.fat")
+        // Fixed time stamps in the boot sector and label entry.
+        .arg("--invariant")
         // One sector per cluster gives 127 MiB enough clusters to be FAT32.
         .args(["-F", "32", "-s", "1", "-n", "EFI", "-i", &ids.esp_volume_id])
         .arg(format!("--offset={ESP_START}"))
@@ -298,6 +300,8 @@ fn make_esp(ctx: &BuildContext, ids: &DiskIds, image: &Path) -> Result<()> {
     let mtools = |args: &[&str]| -> Result<()> {
         Cmd::new(args[0])
             .env("MTOOLS_SKIP_CHECK", "1")
+            // mtools stamps new entries with this time instead of now.
+            .env("SOURCE_DATE_EPOCH", ctx.epoch.to_string())
             .args(["-i", &target])
             .args(&args[1..])
             .run()
@@ -314,7 +318,14 @@ fn make_esp(ctx: &BuildContext, ids: &DiskIds, image: &Path) -> Result<()> {
 fn make_root_fs(ctx: &BuildContext, ids: &DiskIds, image: &Path, root_end: u64) -> Result<()> {
     let sectors = root_end + 1 - ROOT_START;
     let size_kib = sectors * SECTOR / 4096 * 4;
+    reproducible::clamp_times(&ctx.tree, ctx.epoch)?;
+    let copy = tempfile::Builder::new()
+        .prefix("forge-sorted-")
+        .tempdir_in(SORTED_COPY_PARENT)
+        .with_context(|| format!("failed to create a folder in {SORTED_COPY_PARENT}"))?;
+    reproducible::sorted_copy(&ctx.tree, copy.path())?;
     Cmd::new("mkfs.ext4")
+        .env("E2FSPROGS_FAKE_TIME", ctx.epoch.to_string())
         .args([
             "-F",
             "-q",
@@ -332,13 +343,18 @@ fn make_root_fs(ctx: &BuildContext, ids: &DiskIds, image: &Path, root_end: u64) 
             ids.root_hash_seed
         ))
         .arg("-d")
-        .arg(&ctx.tree)
+        .arg(copy.path())
         .arg(image)
         .arg(format!("{size_kib}k"))
         .run()
         .context("creating the root file system with mkfs.ext4 failed")?;
-    Ok(())
+    drop(copy);
+    reproducible::fix_inode_times(image, ROOT_START * SECTOR, ctx.epoch)
 }
+
+/// tmpfs folder for the name-ordered copy of the tree that `mkfs.ext4 -d`
+/// reads (see [`reproducible::sorted_copy`]).
+const SORTED_COPY_PARENT: &str = "/dev/shm";
 
 /// Installs GRUB's BIOS boot code as grub-bios-setup does for a GPT disk:
 /// boot.img in the first sector, pointing at core.img, which fills the

@@ -496,6 +496,8 @@ mod tests {
             recipe,
             tree,
             cache_dir: "/nonexistent".into(),
+            epoch: 1_700_000_000,
+            lock: None,
             _work: work,
         }
     }

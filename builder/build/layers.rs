@@ -20,7 +20,7 @@ pub fn run(ctx: &BuildContext) -> Result<()> {
 
 fn apply(ctx: &BuildContext, layer: &Layer) -> Result<()> {
     let in_tree = |argv: Vec<String>| -> Result<()> {
-        chroot::command(&ctx.tree, &argv, &[])?.run()?;
+        chroot::command(&ctx.tree, &argv, &ctx.chroot_env())?.run()?;
         Ok(())
     };
 
@@ -83,7 +83,7 @@ fn copy_overlay(ctx: &BuildContext, overlay: &std::path::Path) -> Result<()> {
     ]
     .map(String::from)
     .into();
-    chroot::command(&ctx.tree, &argv, &[])?
+    chroot::command(&ctx.tree, &argv, &ctx.chroot_env())?
         .stdin_bytes(archive)
         .run()
         .with_context(|| format!("failed to copy overlay {}", overlay.display()))?;

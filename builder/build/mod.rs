@@ -5,7 +5,9 @@ pub mod chroot;
 pub mod disk;
 pub mod harden;
 pub mod layers;
+pub mod mirror;
 pub mod output;
+pub mod reproducible;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::check::{self, Status, Verdict};
 use crate::exec;
+use crate::lock::{self, Lock};
 use crate::recipe::Recipe;
 
 /// Options of one build that do not come from the recipe.
@@ -24,6 +27,8 @@ pub struct BuildOptions {
     /// Folder for downloaded packages, kept between builds.
     pub cache_dir: PathBuf,
     pub clamav_db: Option<PathBuf>,
+    /// Install exactly the package versions of the recipe's lock file.
+    pub locked: bool,
 }
 
 /// State shared by the build steps.
@@ -32,7 +37,19 @@ pub struct Context {
     /// The image's root tree on the host, inside `_work`.
     pub tree: PathBuf,
     pub cache_dir: PathBuf,
+    /// `SOURCE_DATE_EPOCH` of the build: every time stamped into the image
+    /// is this time or older.
+    pub epoch: u64,
+    /// The lock whose versions a `--locked` build installs.
+    pub lock: Option<Lock>,
     _work: tempfile::TempDir,
+}
+
+impl Context {
+    /// Environment of commands run inside the tree.
+    pub fn chroot_env(&self) -> Vec<(String, String)> {
+        vec![("SOURCE_DATE_EPOCH".to_owned(), self.epoch.to_string())]
+    }
 }
 
 /// Paths of a finished build.
@@ -43,6 +60,9 @@ pub struct Artifacts {
     pub text_report: PathBuf,
     pub sha256: String,
     pub verdict: Verdict,
+    /// The lock file beside the recipe, and what it records.
+    pub lock_path: PathBuf,
+    pub lock: Lock,
 }
 
 /// Prints each step with its number and wall time on stderr.
@@ -87,10 +107,28 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         .context("failed to create a temporary work folder")?;
     let tree = work.path().join("root");
     std::fs::create_dir(&tree)?;
+    let lock_path = lock::path_for(recipe_path, &recipe.name);
+    let locked = if opts.locked {
+        let lock = Lock::load(&lock_path).with_context(|| {
+            format!(
+                "--locked needs the lock file {}; build once without --locked to write it",
+                lock_path.display()
+            )
+        })?;
+        Some(lock)
+    } else {
+        None
+    };
+    let epoch = match &locked {
+        Some(lock) => lock.source_date_epoch,
+        None => build_epoch(&recipe, work.path())?,
+    };
     let ctx = Context {
         recipe,
         tree,
         cache_dir: opts.cache_dir.clone(),
+        epoch,
+        lock: locked,
         _work: work,
     };
     let mut outputs = output::Pending::new(&opts.output_dir, &ctx.recipe.artifact_stem());
@@ -102,14 +140,18 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
 
     progress.step("bootstrap Debian", || bootstrap::run(&ctx))?;
     progress.step("apply layers", || layers::run(&ctx))?;
+    tree::remove(&ctx.tree, bootstrap::LOCK_PREFERENCES)?;
     progress.step("harden", || harden::run(&ctx))?;
+    let new_lock = read_lock(&ctx)?;
     let ids = disk::DiskIds::derive(&ctx.recipe.artifact_stem());
     let image = outputs.vhd_partial();
     progress.step("assemble disk", || {
         disk::prepare_tree(&ctx, &ids)?;
         disk::assemble(&ctx, &ids, &image)
     })?;
-    progress.step("write VHD footer", || output::append_footer(&image, &ids))?;
+    progress.step("write VHD footer", || {
+        output::append_footer(&image, &ids, ctx.epoch)
+    })?;
     let policy = check::Policy {
         declared_units: ctx.recipe.declared_units(),
         waivers: ctx.recipe.waivers.clone(),
@@ -146,7 +188,18 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         let artifacts = outputs.finish(report, sha256)?;
         // A later `forge check` of the VHD then skips hashing it again.
         crate::hashcache::HashCache::new(&opts.cache_dir).put(&artifacts.vhd, &artifacts.sha256);
-        Ok(artifacts)
+        if ctx.lock.is_none() {
+            new_lock.save(&lock_path)?;
+        }
+        Ok(Artifacts {
+            vhd: artifacts.vhd,
+            json_report: artifacts.json_report,
+            text_report: artifacts.text_report,
+            sha256: artifacts.sha256,
+            verdict: artifacts.verdict,
+            lock_path: lock_path.clone(),
+            lock: new_lock.clone(),
+        })
     })?;
     if artifacts.verdict == Verdict::Incomplete {
         eprintln!(
@@ -158,6 +211,128 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         progress.started.elapsed().as_secs_f64()
     );
     Ok(artifacts)
+}
+
+/// Result of [`update`].
+pub struct Update {
+    pub artifacts: Artifacts,
+    /// Where the lock from before the update was kept, if there was one.
+    pub previous_lock: Option<PathBuf>,
+    /// Packages whose version changed, appeared or went away.
+    pub changes: Vec<lock::PackageChange>,
+}
+
+/// Rebuilds `recipe_path` against the mirror's current state. The lock
+/// from before is kept as `<name>.lock.previous` beside the new one.
+pub fn update(recipe_path: &Path, opts: &BuildOptions) -> Result<Update> {
+    let recipe = Recipe::load(recipe_path)?;
+    let lock_path = lock::path_for(recipe_path, &recipe.name);
+    let previous_text = std::fs::read_to_string(&lock_path).ok();
+    let previous = match &previous_text {
+        Some(_) => Some(Lock::load(&lock_path)?),
+        None => None,
+    };
+    let artifacts = build(recipe_path, opts)?;
+    let mut previous_lock = None;
+    if let Some(text) = previous_text {
+        let kept = lock_path.with_extension("lock.previous");
+        std::fs::write(&kept, text)
+            .with_context(|| format!("failed to write {}", kept.display()))?;
+        previous_lock = Some(kept);
+    }
+    let changes = match &previous {
+        Some(old) => lock::compare(&old.packages, &artifacts.lock.packages),
+        None => lock::compare(&[], &artifacts.lock.packages),
+    };
+    Ok(Update {
+        artifacts,
+        previous_lock,
+        changes,
+    })
+}
+
+/// Formats package changes as a table: name, old and new version, and
+/// whether the new version comes from the security suite.
+pub fn render_changes(changes: &[lock::PackageChange]) -> String {
+    if changes.is_empty() {
+        return "packages: no change\n".to_owned();
+    }
+    let mut out = format!("packages: {} changed\n", changes.len());
+    out.push_str(&format!(
+        "{:<32} {:<28} {:<28} {}\n",
+        "package", "old", "new", "source"
+    ));
+    for c in changes {
+        out.push_str(&format!(
+            "{:<32} {:<28} {:<28} {}\n",
+            c.name,
+            c.old.as_deref().unwrap_or("(none)"),
+            c.new.as_deref().unwrap_or("(removed)"),
+            if c.security { "security" } else { "" }
+        ));
+    }
+    out
+}
+
+/// Reads what the tree installed, and from which indexes, as a lock. A
+/// `--locked` build fails here when it did not get the locked versions.
+fn read_lock(ctx: &Context) -> Result<Lock> {
+    let lists = tree::resolve_all(&ctx.tree, "/var/lib/apt/lists")?;
+    let status = tree::read(&ctx.tree, "/var/lib/dpkg/status")?
+        .context("the image has no /var/lib/dpkg/status")?;
+    let mut packages = lock::installed_packages(&status);
+    lock::mark_security(&mut packages, &lists)?;
+    let indexes = mirror::releases_in_tree(&lists)?;
+    let mirror = ctx
+        .recipe
+        .base
+        .mirror
+        .clone()
+        .or_else(|| ctx.lock.as_ref().and_then(|l| l.mirror.clone()));
+    let new = Lock::new(ctx.epoch, mirror, indexes, packages);
+    if let Some(old) = &ctx.lock {
+        let changes = lock::compare(&old.packages, &new.packages);
+        if !changes.is_empty() {
+            let listed: Vec<String> = changes
+                .iter()
+                .take(10)
+                .map(|c| {
+                    format!(
+                        "{} (locked {}, installed {})",
+                        c.name,
+                        c.old.as_deref().unwrap_or("-"),
+                        c.new.as_deref().unwrap_or("-")
+                    )
+                })
+                .collect();
+            bail!(
+                "the build did not install the locked versions: {}{}; the mirror may no longer \
+                 serve them: set `mirror` in the recipe to a snapshot archive of the lock's \
+                 date, or run `forge update` to move to current versions",
+                listed.join(", "),
+                if changes.len() > 10 { ", ..." } else { "" }
+            );
+        }
+    }
+    Ok(new)
+}
+
+/// Picks the build's `SOURCE_DATE_EPOCH`: the caller's, or else the date of
+/// the newest package index the build will install from.
+fn build_epoch(recipe: &Recipe, scratch: &Path) -> Result<u64> {
+    if let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") {
+        return value
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds"));
+    }
+    let mirrors = bootstrap::find_mirrors(&recipe.base.release, recipe.base.mirror.as_deref())?;
+    let dir = scratch.join("releases");
+    std::fs::create_dir_all(&dir)?;
+    let releases = mirror::fetch_releases(&mirrors, &recipe.base.release, &dir)?;
+    let epoch = releases.iter().map(|r| r.date_epoch).max().unwrap_or(0);
+    tracing::info!("SOURCE_DATE_EPOCH={epoch}, the date of the newest package index");
+    Ok(epoch)
 }
 
 fn print_failures(report: &check::report::Report) {

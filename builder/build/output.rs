@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::disk::DiskIds;
-use super::Artifacts;
 use crate::check::report::{render_junit, render_markdown, render_text, Report};
+use crate::check::Verdict;
 use crate::vhd::Footer;
 
 pub struct Pending {
@@ -53,7 +53,7 @@ impl Pending {
     /// Writes the reports and checksum, then renames everything into place,
     /// the VHD last so that it never appears without its reports.
     /// `sha256` is the VHD's checksum, computed by the caller.
-    pub fn finish(&mut self, mut report: Report, sha256: String) -> Result<Artifacts> {
+    pub fn finish(&mut self, mut report: Report, sha256: String) -> Result<Written> {
         let vhd_tmp = self.dir.join(format!(".{}.vhd.partial", self.stem));
         let vhd = self.final_path(".vhd");
         report.image = vhd.display().to_string();
@@ -82,7 +82,7 @@ impl Pending {
         fs::rename(&vhd_tmp, &vhd)?;
         sync_dir(&self.dir);
         self.finished = true;
-        Ok(Artifacts {
+        Ok(Written {
             vhd,
             json_report,
             text_report,
@@ -90,6 +90,16 @@ impl Pending {
             verdict: report.verdict,
         })
     }
+}
+
+/// Paths of the files [`Pending::finish`] put in place.
+#[derive(Debug)]
+pub struct Written {
+    pub vhd: PathBuf,
+    pub json_report: PathBuf,
+    pub text_report: PathBuf,
+    pub sha256: String,
+    pub verdict: Verdict,
 }
 
 impl Drop for Pending {
@@ -118,19 +128,10 @@ fn sync_dir(dir: &Path) {
 }
 
 /// Appends the fixed VHD footer to the raw disk in place: the disk is never
-/// copied. The footer's time comes from `SOURCE_DATE_EPOCH` when set.
-pub fn append_footer(image: &Path, ids: &DiskIds) -> Result<()> {
+/// copied. `time` is the footer's time stamp, the build's epoch.
+pub fn append_footer(image: &Path, ids: &DiskIds, time: u64) -> Result<()> {
     let mut f = OpenOptions::new().read(true).write(true).open(image)?;
     let size = f.metadata()?.len();
-    let time = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        });
     let id_hash = Sha256::digest(format!("forge:vhd-unique-id:{}", ids.disk_guid).as_bytes());
     let mut unique_id = [0u8; 16];
     unique_id.copy_from_slice(&id_hash[..16]);
@@ -183,11 +184,12 @@ pub fn sha256_sparse(path: &Path) -> Result<String> {
             pos += n as u64;
         }
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Formats bytes as lower-case hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn seek_data(f: &fs::File, from: u64) -> std::io::Result<u64> {
