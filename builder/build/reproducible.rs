@@ -142,7 +142,7 @@ fn used_inodes(dumpe2fs: &str) -> Result<Vec<(u64, u64)>> {
             group = rest.split(':').next().and_then(|g| g.trim().parse().ok());
             continue;
         }
-        let Some(free) = line.trim().strip_prefix("Free inodes: ") else {
+        let Some(free) = line.trim().strip_prefix("Free inodes:") else {
             continue;
         };
         let Some(g) = group else { continue };
@@ -177,16 +177,19 @@ mod tests {
     fn used_inodes_are_the_complement_of_free_ranges() {
         let out = "\
 Inodes per group:         8192
+Free inodes:              12000
 Group 0: (Blocks 0-32767) csum 0x1234 [ITABLE_ZEROED]
   Free inodes: 4000-8192
 Group 1: (Blocks 32768-65535) csum 0x5678 [INODE_UNINIT]
   Free inodes: 8193-16384
 Group 2: (Blocks 65536-98303)
   Free inodes: 16385-16390, 16400, 16500-24576
+Group 3: (Blocks 98304-131071)
+  Free inodes: 
 ";
         assert_eq!(
             used_inodes(out).unwrap(),
-            vec![(1, 3999), (16391, 16399), (16401, 16499)]
+            vec![(1, 3999), (16391, 16399), (16401, 16499), (24577, 32768)]
         );
     }
 
