@@ -176,6 +176,11 @@ fn write_test_recipe(dir: &Path, name: &str, layers: &str) -> PathBuf {
 /// Returns the command line of `forge build` for `recipe`, writing its
 /// outputs into `out_dir`.
 fn forge_command(recipe: &Path, out_dir: &Path, marker: &str) -> Command {
+    forge_command_with_cache(recipe, out_dir, marker, &cache_dir())
+}
+
+/// Like [`forge_command`], with its own cache folder.
+fn forge_command_with_cache(recipe: &Path, out_dir: &Path, marker: &str, cache: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_forge"));
     command
         .arg("build")
@@ -183,7 +188,7 @@ fn forge_command(recipe: &Path, out_dir: &Path, marker: &str) -> Command {
         .arg("--output")
         .arg(out_dir)
         .arg("--cache-dir")
-        .arg(cache_dir())
+        .arg(cache)
         .env(RUN_MARKER, marker)
         .stdin(Stdio::null());
     command
@@ -198,6 +203,11 @@ fn run_build(recipe: &Path, case: &Path, stem: &str, tmp: Option<&Path>) -> Buil
     if let Some(tmp) = tmp {
         command.env("TMPDIR", tmp);
     }
+    finish_build(command, recipe, out_dir, stem)
+}
+
+/// Runs a prepared `forge build` command to completion.
+fn finish_build(mut command: Command, recipe: &Path, out_dir: PathBuf, stem: &str) -> Build {
     let started = Instant::now();
     let output = command.output().expect("failed to start the forge binary");
     eprintln!(
@@ -1234,4 +1244,72 @@ fn waived_firewall_shows_in_every_report() {
         ["firewall-disabled"]
     );
     assert_eq!(code, Some(1));
+}
+
+/// A product layer for the reproducibility test: a package whose scripts
+/// run, and an enabled service.
+const REPRO_LAYER: &str = r#"
+[[layer]]
+name = "web"
+packages = ["nginx"]
+enable = ["nginx.service"]
+"#;
+
+/// Builds `recipe` into `case/<out>` with an empty package cache of its own.
+fn cold_build(recipe: &Path, case: &Path, out: &str, extra: &[&str]) -> Build {
+    let cache = case.join(format!("{out}-cache"));
+    let _ = fs::remove_dir_all(&cache);
+    fs::create_dir_all(&cache).unwrap();
+    let out_dir = case.join(out);
+    let mut command =
+        forge_command_with_cache(recipe, &out_dir, &case.display().to_string(), &cache);
+    command.args(extra);
+    let build = finish_build(command, recipe, out_dir, "e2e-repro-1.0.0");
+    let _ = fs::remove_dir_all(&cache);
+    build
+}
+
+#[test]
+fn same_recipe_and_lock_give_the_same_bytes() {
+    if !prerequisites_met() {
+        return;
+    }
+    let case = case_dir("repro");
+    let recipe = write_test_recipe(&case, "e2e-repro", REPRO_LAYER);
+    let lock = case.join("e2e-repro.lock");
+
+    let first = cold_build(&recipe, &case, "first", &[]);
+    first.assert_succeeded();
+    let locked_text = fs::read_to_string(&lock).expect("the build wrote no lock file");
+    assert!(locked_text.contains("name = \"nginx\""), "{locked_text}");
+    assert!(locked_text.contains("source_date_epoch"), "{locked_text}");
+
+    let second = cold_build(&recipe, &case, "second", &[]);
+    second.assert_succeeded();
+    let locked = cold_build(&recipe, &case, "locked", &["--locked"]);
+    locked.assert_succeeded();
+
+    let sums: Vec<String> = [&first, &second, &locked]
+        .iter()
+        .map(|b| support::sha256_file(&b.vhd()))
+        .collect();
+    if sums[0] != sums[1] || sums[0] != sums[2] {
+        let diff = Command::new(env!("CARGO_BIN_EXE_forge"))
+            .args(["diff"])
+            .arg(first.vhd())
+            .arg(if sums[0] != sums[1] {
+                second.vhd()
+            } else {
+                locked.vhd()
+            })
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        panic!("builds differ: {sums:?}\n{diff}");
+    }
+    assert_eq!(
+        fs::read_to_string(&lock).unwrap(),
+        locked_text,
+        "a --locked build must leave the lock file as it was"
+    );
 }
