@@ -740,12 +740,17 @@ fn interrupted_build_leaves_nothing() {
     let case = case_dir("interrupted");
     let tmp = private_tmp(&case);
     // Earlier builds may have cached the bootstrap, so a slow layer keeps
-    // the build busy at the moment of the signal. It fails, so it is never
-    // cached.
+    // the build busy at the moment of the signal. It is interrupted, so it
+    // is never cached. NOTE: the command runs as PID 1 of its namespace,
+    // where SIGTERM only ends a program that handles it, so the shell
+    // traps it. A plain `sleep 600` would keep forge waiting for its end.
     let recipe = write_test_recipe(
         &case,
         "e2e-interrupted",
-        "[[layer]]\nname = \"slow\"\nrun = [[\"sleep\", \"600\"]]\n",
+        r#"[[layer]]
+name = "slow"
+run = [["sh", "-c", "trap 'exit 143' TERM; sleep 600 & wait"]]
+"#,
     );
     let stderr_path = case.join("stderr.txt");
     let marker = case.display().to_string();
