@@ -397,6 +397,7 @@ impl StageCache {
     /// in use and kept, so the result can stay over the bound. Temporary
     /// files count toward their key's entry and go with it.
     pub fn prune(&self, max_size: u64) -> Result<PruneSummary> {
+        self.remove_unused_lock_files()?;
         let mut entries = self.list_entries()?;
         // Oldest use first.
         entries.sort_by_key(|e| e.last_used);
@@ -423,6 +424,31 @@ impl StageCache {
             summary.freed_bytes += entry.bytes;
         }
         Ok(summary)
+    }
+
+    /// Deletes the lock files of keys without an entry, such as those of
+    /// stages whose build failed, unless a process holds them.
+    fn remove_unused_lock_files(&self) -> Result<()> {
+        let names = self.file_names()?;
+        for name in &names {
+            let Some(key) = name.strip_suffix(".lock").and_then(StageKey::parse) else {
+                continue;
+            };
+            let has_entry = names
+                .iter()
+                .any(|other| other != name && other.starts_with(key.as_str()));
+            if has_entry {
+                continue;
+            }
+            let Some(lock) = EntryLock::try_acquire(&self.lock_path(&key))? else {
+                continue;
+            };
+            // The last holder may have stored the entry since the listing.
+            if !self.archive_path(&key).exists() && !self.checksum_path(&key).exists() {
+                lock.delete_file()?;
+            }
+        }
+        Ok(())
     }
 
     /// Lists the entries with their total file size and last use. Files of
@@ -972,6 +998,28 @@ mod tests {
 
         let summary = cache.prune(2 * entry).unwrap();
         assert_eq!(summary.removed, 0, "prune under the bound removed entries");
+    }
+
+    #[test]
+    fn prune_removes_unused_lock_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = StageCache::new(dir.path(), u64::MAX);
+        let tree = new_tree(dir.path(), "tree");
+        let failed = cache.get_or_build(&key(1), &tree, || anyhow::bail!("layer failed"));
+        assert!(failed.is_err());
+        assert!(cache.lock_path(&key(1)).exists());
+        let held = cache.lock(&key(2)).unwrap();
+
+        cache.prune(u64::MAX).unwrap();
+        assert!(
+            !cache.lock_path(&key(1)).exists(),
+            "the lock file of a failed stage was kept"
+        );
+        assert!(
+            cache.lock_path(&key(2)).exists(),
+            "a lock file in use was deleted"
+        );
+        drop(held);
     }
 
     #[test]
