@@ -32,9 +32,15 @@ enum Command {
         /// Folder for the VHD and its reports.
         #[arg(short, long, default_value = "out")]
         output: PathBuf,
-        /// Folder for downloaded packages, reused by later builds.
+        /// Folder for downloaded packages and cached build stages, reused
+        /// by later builds.
         #[arg(long, env = "FORGE_CACHE_DIR", default_value = "/var/cache/forge")]
         cache_dir: PathBuf,
+        /// Size bound on the stage cache in the cache folder, such as 20GiB.
+        /// After storing a stage, the build deletes the least recently used
+        /// stages to stay under it.
+        #[arg(long, env = "FORGE_CACHE_MAX_SIZE", default_value = "20GiB", value_parser = parse_size)]
+        cache_max_size: u64,
         /// ClamAV signature database folder for the malware scan.
         #[arg(long)]
         clamav_db: Option<PathBuf>,
@@ -51,12 +57,21 @@ enum Command {
         /// Folder for the VHD and its reports.
         #[arg(short, long, default_value = "out")]
         output: PathBuf,
-        /// Folder for downloaded packages, reused by later builds.
+        /// Folder for downloaded packages and cached stages, reused by
+        /// later builds.
         #[arg(long, env = "FORGE_CACHE_DIR", default_value = "/var/cache/forge")]
         cache_dir: PathBuf,
+        /// Size bound of the stage cache, as `20GiB` or a number of bytes.
+        #[arg(long, env = "FORGE_CACHE_MAX_SIZE", default_value = "20GiB", value_parser = parse_size)]
+        cache_max_size: u64,
         /// ClamAV signature database folder for the malware scan.
         #[arg(long)]
         clamav_db: Option<PathBuf>,
+    },
+    /// Manage forge's cache folder.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// Check an image against every rule and print the report.
     Check {
@@ -95,6 +110,25 @@ enum Command {
         #[arg(last = true, required = true)]
         argv: Vec<OsString>,
     },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Delete the least recently used build stages until the stage cache
+    /// is under the size bound.
+    Prune {
+        /// Cache folder whose `stages` folder is pruned.
+        #[arg(long, env = "FORGE_CACHE_DIR", default_value = "/var/cache/forge")]
+        cache_dir: PathBuf,
+        /// Size bound, such as 20GiB, 500MiB or a byte count. A bound of 0
+        /// empties the stage cache.
+        #[arg(long, env = "FORGE_CACHE_MAX_SIZE", default_value = "20GiB", value_parser = parse_size)]
+        max_size: u64,
+    },
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    forge::recipe::parse_size_text(text.trim()).map_err(|e| format!("{e:#}"))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -167,12 +201,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             recipe,
             output,
             cache_dir,
+            cache_max_size,
             clamav_db,
             locked,
         } => {
             let opts = BuildOptions {
                 output_dir: output,
                 cache_dir,
+                cache_max_size,
                 clamav_db,
                 locked,
             };
@@ -187,11 +223,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             recipe,
             output,
             cache_dir,
+            cache_max_size,
             clamav_db,
         } => {
             let opts = BuildOptions {
                 output_dir: output,
                 cache_dir,
+                cache_max_size,
                 clamav_db,
                 locked: false,
             };
@@ -257,6 +295,32 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Format::Markdown => print!("{}", forge::check::report::render_markdown(&report)),
             }
             Ok(ExitCode::from(report.verdict.exit_code() as u8))
+        }
+        Command::Cache {
+            command:
+                CacheCommand::Prune {
+                    cache_dir,
+                    max_size,
+                },
+        } => {
+            let cache = build::stage_cache::StageCache::new(&cache_dir, max_size);
+            let summary = cache.prune(max_size)?;
+            let size = build::stage_cache::format_size;
+            println!(
+                "removed {} stage(s), {}; kept {} stage(s), {}, in {}",
+                summary.removed,
+                size(summary.freed_bytes),
+                summary.kept,
+                size(summary.kept_bytes),
+                cache.dir().display()
+            );
+            if summary.in_use > 0 && summary.kept_bytes > max_size {
+                eprintln!(
+                    "forge: warning: {} stage(s) over the bound are in use by a running build and were kept",
+                    summary.in_use
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Rules => {
             for rule in forge::check::rules::catalogue() {

@@ -287,7 +287,8 @@ fn parse_disk_size(value: &SizeValue) -> Result<u64> {
     Ok(bytes)
 }
 
-fn parse_size_text(s: &str) -> Result<u64> {
+/// Parses a size such as `30GiB`, `512MiB`, `1TiB` or a byte count.
+pub fn parse_size_text(s: &str) -> Result<u64> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
     if unit.starts_with(['.', ',']) {

@@ -4,7 +4,9 @@
 #
 # Usage: scripts/bench-build.sh RECIPE cold|warm [OUTPUT_DIR]
 #   cold: an empty package cache folder, so every package is downloaded
-#   warm: the shared cache folder /var/cache/forge, filled by an earlier build
+#   warm: the cache folder $FORGE_CACHE_DIR (default /var/cache/forge),
+#         filled by an earlier build: packages, and build stages when the
+#         recipe's stages are unchanged since
 set -euo pipefail
 
 recipe=$1
@@ -14,7 +16,7 @@ forge=${FORGE:-target/release/forge}
 
 case "$mode" in
   cold) cache=$(mktemp -d /tmp/forge-bench-cache.XXXXXX) ;;
-  warm) cache=/var/cache/forge ;;
+  warm) cache=${FORGE_CACHE_DIR:-/var/cache/forge} ;;
   *) echo "bench-build.sh: mode must be cold or warm, not $mode" >&2; exit 2 ;;
 esac
 
@@ -33,7 +35,7 @@ status=0
 wait "$pid" || status=$?
 end=$(date +%s.%N)
 
-grep -E '^\[[0-9]/[0-9]\] .*: (done|failed)' "$log" || true
+grep -E '^\[[0-9]/[0-9]\] .*: (done|reused|failed)' "$log" || true
 printf 'exit status %s, wall time %.1f s, forge peak memory %d MiB\n' \
   "$status" "$(awk -v s="$start" -v e="$end" 'BEGIN { print e - s }')" "$((peak / 1024))"
 if [ "$mode" = cold ]; then rm -rf "$cache"; fi

@@ -497,6 +497,89 @@ fn nginx_boots_uefi() {
     assert_boots(nginx_build(), Firmware::Uefi);
 }
 
+/// Builds a recipe whose first layer is the nginx example's layer and
+/// whose second layer copies a fresh overlay, after the nginx example
+/// build. The bootstrap and the nginx layer must come from the stage cache
+/// and only the second layer be built.
+///
+/// NOTE: a mirror update between the two builds changes the bootstrap key,
+/// so this test then fails on the reuse lines.
+#[test]
+fn unchanged_stages_come_from_cache() {
+    if !prerequisites_met() {
+        return;
+    }
+    nginx_build().assert_succeeded();
+    let case = case_dir("stage-cache");
+    let overlay = case.join("overlay");
+    let note = overlay.join("etc/forge-cache-test");
+    fs::create_dir_all(note.parent().unwrap()).unwrap();
+    // Different on every run, so that the second layer is never cached.
+    let stamp = format!("{:?}\n", std::time::SystemTime::now());
+    fs::write(&note, &stamp).unwrap();
+    let nginx_overlay = Path::new(REPO).join("overlays/nginx-site");
+    let layers = format!(
+        r#"
+[[layer]]
+name = "nginx"
+packages = ["nginx"]
+overlay = "{}"
+run = [["rm", "-f", "/etc/nginx/sites-enabled/default"]]
+enable = ["nginx.service"]
+
+[[layer]]
+name = "extra"
+overlay = "{}"
+"#,
+        nginx_overlay.display(),
+        overlay.display()
+    );
+    let recipe = write_test_recipe(&case, "e2e-stage-cache", &layers);
+    let build = run_build(&recipe, &case, "e2e-stage-cache-1.0.0", None);
+    build.assert_succeeded();
+
+    let progress: Vec<&str> = build
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .collect();
+    let bootstrap = progress
+        .iter()
+        .find(|l| l.starts_with("[1/7] bootstrap Debian:"))
+        .unwrap_or_else(|| panic!("no bootstrap result line; stderr:\n{}", build.stderr));
+    assert!(
+        bootstrap.contains("reused from cache (the tree after layer `nginx`"),
+        "the bootstrap and nginx layer were not restored: {bootstrap}"
+    );
+    let layers_line = progress
+        .iter()
+        .find(|l| l.starts_with("[2/7] apply layers:"))
+        .unwrap_or_else(|| panic!("no layers result line; stderr:\n{}", build.stderr));
+    assert!(
+        layers_line.contains("reused: nginx"),
+        "nginx layer not reused: {layers_line}"
+    );
+    assert!(
+        layers_line.contains("built: extra (stored as"),
+        "extra layer not built and stored: {layers_line}"
+    );
+    assert_accepted_verdict(&build);
+
+    let image = open_direct(&build.vhd());
+    let view = image.view().expect("no OS found in the image");
+    assert_eq!(
+        view.read("/etc/forge-cache-test").unwrap(),
+        Some(stamp.into_bytes()),
+        "the second layer's overlay is missing from the image"
+    );
+    let wants = "/etc/systemd/system/multi-user.target.wants/nginx.service";
+    assert_eq!(
+        view.lstat(wants).unwrap().map(|m| m.kind),
+        Some(FileKind::Symlink),
+        "the restored nginx layer lacks {wants}"
+    );
+}
+
 /// Layer commands that leave what a Marketplace image must not contain:
 /// a swap file with its fstab line, an SSH key, a root password, a shell
 /// history and a static network configuration bound to a MAC address.
@@ -666,7 +749,19 @@ fn interrupted_build_leaves_nothing() {
     }
     let case = case_dir("interrupted");
     let tmp = private_tmp(&case);
-    let recipe = write_test_recipe(&case, "e2e-interrupted", "");
+    // Earlier builds may have cached the bootstrap, so a slow layer keeps
+    // the build busy at the moment of the signal. It is interrupted, so it
+    // is never cached. NOTE: the command runs as PID 1 of its namespace,
+    // where SIGTERM only ends a program that handles it, so the shell
+    // traps it. A plain `sleep 600` would keep forge waiting for its end.
+    let recipe = write_test_recipe(
+        &case,
+        "e2e-interrupted",
+        r#"[[layer]]
+name = "slow"
+run = [["sh", "-c", "trap 'exit 143' TERM; sleep 600 & wait"]]
+"#,
+    );
     let stderr_path = case.join("stderr.txt");
     let marker = case.display().to_string();
 
@@ -678,7 +773,8 @@ fn interrupted_build_leaves_nothing() {
         .expect("failed to start the forge binary");
 
     // 20 s is well into the bootstrap, which took 50 to 90 s with a warm
-    // package cache on a 2-core host.
+    // package cache on a 2-core host, or into restoring the cached
+    // bootstrap or the slow layer after it.
     std::thread::sleep(Duration::from_secs(20));
     let progress = fs::read_to_string(&stderr_path).unwrap_or_default();
     // SAFETY: kill(2) on the pid of a child this test has not yet waited

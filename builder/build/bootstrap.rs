@@ -5,8 +5,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use sha2::{Digest, Sha256};
+
 use super::Context as BuildContext;
 use crate::exec::Cmd;
+use crate::recipe::Base;
 
 /// Packages every image gets, beyond mmdebstrap's `apt` variant.
 ///
@@ -50,13 +53,22 @@ pub struct Mirrors {
 }
 
 impl Mirrors {
+    /// The (archive URL, suite) pairs of a release: main, updates and
+    /// security.
+    pub fn suites(&self, release: &str) -> Vec<(String, String)> {
+        vec![
+            (self.main.clone(), release.to_string()),
+            (self.main.clone(), format!("{release}-updates")),
+            (self.security.clone(), format!("{release}-security")),
+        ]
+    }
+
     /// The apt source lines for a release: main, updates and security.
     pub fn source_lines(&self, release: &str) -> Vec<String> {
-        vec![
-            format!("deb {} {release} main", self.main),
-            format!("deb {} {release}-updates main", self.main),
-            format!("deb {} {release}-security main", self.security),
-        ]
+        self.suites(release)
+            .into_iter()
+            .map(|(url, suite)| format!("deb {url} {suite} main"))
+            .collect()
     }
 }
 
@@ -148,30 +160,160 @@ fn parse_one_line(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Runs mmdebstrap into `ctx.tree`, reusing downloaded packages from the
-/// package cache folder and saving new ones there.
-pub fn run(ctx: &BuildContext) -> Result<()> {
-    let base = &ctx.recipe.base;
-    let lock_mirror = ctx.lock.as_ref().and_then(|l| l.mirror.as_deref());
-    let mirrors = find_mirrors(&base.release, base.mirror.as_deref().or(lock_mirror))?;
+/// mmdebstrap options that shape the tree, apart from the suites, the
+/// package list and the apt options.
+const MMDEBSTRAP_OPTIONS: &[&str] = &[
+    "--mode=root",
+    "--variant=apt",
+    "--format=directory",
+    "--components=main",
+    // The package index stays in the image: the check pass compares the
+    // installed versions with it.
+    "--skip=cleanup/apt/lists",
+    "--skip=download/empty",
+];
+
+/// What the bootstrap hands to mmdebstrap, apart from the package cache.
+/// Every field is part of the bootstrap's stage key.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub release: String,
+    pub deb_arch: String,
+    pub mirrors: Mirrors,
+    /// Fixed mmdebstrap options ([`MMDEBSTRAP_OPTIONS`]).
+    pub mmdebstrap_options: Vec<String>,
+    /// Packages beyond the `apt` variant ([`BASE_PACKAGES`]).
+    pub packages: Vec<String>,
+    /// apt configuration lines, each passed as `--aptopt`.
+    pub apt_options: Vec<String>,
+}
+
+impl Plan {
+    /// Finds the mirrors and apt options for the recipe's base.
+    /// `lock_mirror` is the lock file's mirror, used when the recipe names
+    /// none.
+    pub fn new(base: &Base, lock_mirror: Option<&str>) -> Result<Self> {
+        let mirrors = find_mirrors(&base.release, base.mirror.as_deref().or(lock_mirror))?;
+        let mut apt_options = Vec::new();
+        if host_skips_valid_until() {
+            apt_options.push("Acquire::Check-Valid-Until \"false\"".to_string());
+        }
+        Ok(Self {
+            release: base.release.clone(),
+            deb_arch: base.deb_arch.clone(),
+            mirrors,
+            mmdebstrap_options: MMDEBSTRAP_OPTIONS.iter().map(|o| o.to_string()).collect(),
+            packages: BASE_PACKAGES.iter().map(|p| p.to_string()).collect(),
+            apt_options,
+        })
+    }
+
+    pub fn source_lines(&self) -> Vec<String> {
+        self.mirrors.source_lines(&self.release)
+    }
+
+    /// URLs of the `InRelease` file of each suite the bootstrap uses.
+    pub fn index_urls(&self) -> Vec<String> {
+        self.mirrors
+            .suites(&self.release)
+            .into_iter()
+            .map(|(url, suite)| format!("{url}/dists/{suite}/InRelease"))
+            .collect()
+    }
+}
+
+/// One `InRelease` file of the mirror, which names and hashes every package
+/// index of its suite, so it changes whenever any package does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexRelease {
+    pub url: String,
+    pub sha256: [u8; 32],
+}
+
+/// Downloads the `InRelease` file of each suite of `plan` with apt's own
+/// downloader, which uses the host's apt configuration (proxies included).
+pub fn fetch_index_releases(plan: &Plan) -> Result<Vec<IndexRelease>> {
+    let dir = tempfile::Builder::new()
+        .prefix("forge-inrelease-")
+        .tempdir()
+        .context("failed to create a temporary folder")?;
+    allow_apt_sandbox_user(dir.path());
+    let mut releases = Vec::new();
+    for (i, url) in plan.index_urls().into_iter().enumerate() {
+        let dest = dir.path().join(format!("{i}-InRelease"));
+        Cmd::new(APT_HELPER)
+            .arg("download-file")
+            .arg(&url)
+            .arg(&dest)
+            .run()
+            .with_context(|| {
+                format!(
+                    "failed to download {url}, which identifies the mirror's current package \
+                     indexes for the stage cache; check the mirror and the network, because \
+                     the bootstrap needs them too"
+                )
+            })?;
+        let content =
+            fs::read(&dest).with_context(|| format!("failed to read {}", dest.display()))?;
+        releases.push(IndexRelease {
+            url,
+            sha256: Sha256::digest(&content).into(),
+        });
+    }
+    Ok(releases)
+}
+
+/// apt's downloader, part of the apt package.
+const APT_HELPER: &str = "/usr/lib/apt/apt-helper";
+
+/// Lets apt's unprivileged `_apt` user write into `dir`, so apt downloads
+/// in its sandbox rather than as root. Without that user apt downloads as
+/// root and warns, which is harmless.
+fn allow_apt_sandbox_user(dir: &Path) {
+    // SAFETY: getpwnam takes a NUL-terminated name and returns a pointer
+    // to static storage or null; the uid is copied out at once.
+    let uid = unsafe {
+        let entry = libc::getpwnam(c"_apt".as_ptr());
+        if entry.is_null() {
+            return;
+        }
+        (*entry).pw_uid
+    };
+    if let Err(e) = std::os::unix::fs::chown(dir, Some(uid), None) {
+        tracing::debug!("failed to hand {} to _apt: {e}", dir.display());
+    }
+}
+
+/// Returns the sha256 of each `InRelease` file in the tree's apt lists:
+/// the indexes the bootstrap really used.
+pub fn tree_index_digests(tree: &Path) -> Result<Vec<[u8; 32]>> {
+    let lists = tree.join("var/lib/apt/lists");
+    let mut digests = Vec::new();
+    for entry in
+        fs::read_dir(&lists).with_context(|| format!("failed to list {}", lists.display()))?
+    {
+        let path = entry?.path();
+        if path.to_string_lossy().ends_with("_InRelease") {
+            let content =
+                fs::read(&path).with_context(|| format!("failed to read {}", path.display()))?;
+            digests.push(Sha256::digest(&content).into());
+        }
+    }
+    Ok(digests)
+}
+
+/// Runs mmdebstrap into `ctx.tree` as `plan` says, reusing downloaded
+/// packages from the package cache folder and saving new ones there.
+pub fn run(ctx: &BuildContext, plan: &Plan) -> Result<()> {
     let cache = ctx.cache_dir.join("debs");
     fs::create_dir_all(&cache).with_context(|| format!("failed to create {}", cache.display()))?;
 
     let mut cmd = super::chroot::isolated()
         .env("SOURCE_DATE_EPOCH", ctx.epoch.to_string())
         .arg("mmdebstrap")
-        .args([
-            "--mode=root",
-            "--variant=apt",
-            "--format=directory",
-            "--components=main",
-        ])
-        .arg(format!("--architectures={}", base.deb_arch))
-        .arg(format!("--include={}", BASE_PACKAGES.join(",")))
-        // The package index stays in the image: the check pass compares the
-        // installed versions with it.
-        .arg("--skip=cleanup/apt/lists")
-        .arg("--skip=download/empty")
+        .args(&plan.mmdebstrap_options)
+        .arg(format!("--architectures={}", plan.deb_arch))
+        .arg(format!("--include={}", plan.packages.join(",")))
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives")
         .arg(format!(
             "--setup-hook=sync-in {} /var/cache/apt/archives",
@@ -192,15 +334,24 @@ pub fn run(ctx: &BuildContext) -> Result<()> {
                 prefs.display()
             ));
     }
-    if host_skips_valid_until() {
-        cmd = cmd.arg("--aptopt=Acquire::Check-Valid-Until \"false\"");
+    for option in &plan.apt_options {
+        cmd = cmd.arg(format!("--aptopt={option}"));
     }
     cmd = cmd
-        .arg(&base.release)
+        .arg(&plan.release)
         .arg(&ctx.tree)
-        .args(mirrors.source_lines(&base.release));
+        .args(plan.source_lines());
     cmd.run().context("bootstrap with mmdebstrap failed")?;
     Ok(())
+}
+
+/// Returns mmdebstrap's version line, which is part of the bootstrap key.
+pub fn mmdebstrap_version() -> Result<String> {
+    let output = Cmd::new("mmdebstrap")
+        .arg("--version")
+        .run()
+        .context("failed to run `mmdebstrap --version`")?;
+    Ok(output.stdout_text().trim().to_string())
 }
 
 /// Whether the host's apt accepts expired Release files, as it must with a

@@ -1,4 +1,4 @@
-//! Applies the recipe's layers to the tree, in order.
+//! Applies one of the recipe's layers to the tree.
 
 use anyhow::{Context, Result};
 
@@ -9,11 +9,11 @@ use crate::recipe::Layer;
 /// Keeps package scripts from starting services inside the tree.
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
-pub fn run(ctx: &BuildContext) -> Result<()> {
+/// Applies one layer to the tree. Package scripts cannot start services
+/// while it runs.
+pub fn run_layer(ctx: &BuildContext, layer: &Layer) -> Result<()> {
     tree::write(&ctx.tree, POLICY_RC_D, b"#!/bin/sh\nexit 101\n", 0o755)?;
-    let result = ctx.recipe.layers.iter().try_for_each(|layer| {
-        apply(ctx, layer).with_context(|| format!("layer `{}` failed", layer.name))
-    });
+    let result = apply(ctx, layer).with_context(|| format!("layer `{}` failed", layer.name));
     tree::remove(&ctx.tree, POLICY_RC_D)?;
     result
 }

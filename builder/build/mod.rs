@@ -8,6 +8,9 @@ pub mod layers;
 pub mod mirror;
 pub mod output;
 pub mod reproducible;
+pub mod stage_cache;
+pub mod stage_key;
+pub mod stages;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
@@ -24,8 +27,11 @@ use crate::recipe::Recipe;
 #[derive(Clone, Debug)]
 pub struct BuildOptions {
     pub output_dir: PathBuf,
-    /// Folder for downloaded packages, kept between builds.
+    /// Folder for downloaded packages and cached stages, kept between
+    /// builds.
     pub cache_dir: PathBuf,
+    /// Bound in bytes on the stage cache, enforced after each stored stage.
+    pub cache_max_size: u64,
     pub clamav_db: Option<PathBuf>,
     /// Install exactly the package versions of the recipe's lock file.
     pub locked: bool,
@@ -72,22 +78,62 @@ struct Progress {
     started: Instant,
 }
 
+/// The end of a step's progress line: what happened, shown before the
+/// step's time, and an optional detail after it.
+pub struct Note {
+    outcome: String,
+    detail: Option<String>,
+}
+
+impl Note {
+    pub fn new(outcome: impl Into<String>) -> Self {
+        Self {
+            outcome: outcome.into(),
+            detail: None,
+        }
+    }
+
+    pub fn done() -> Self {
+        Self::new("done")
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
 impl Progress {
     fn step<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.step_noted(name, || Ok((f()?, Note::done())))
+    }
+
+    /// Runs a step whose closure also returns the note for its progress
+    /// line, such as whether the cache supplied its result.
+    fn step_noted<T>(&mut self, name: &str, f: impl FnOnce() -> Result<(T, Note)>) -> Result<T> {
         exec::check_interrupted()?;
         self.done += 1;
         eprintln!("[{}/{}] {name} ...", self.done, self.total);
         let t = Instant::now();
         let r = f();
         let secs = t.elapsed().as_secs_f64();
-        match &r {
-            Ok(_) => eprintln!("[{}/{}] {name}: done in {secs:.1} s", self.done, self.total),
-            Err(_) => eprintln!(
-                "[{}/{}] {name}: failed after {secs:.1} s",
-                self.done, self.total
-            ),
+        match r {
+            Ok((value, note)) => {
+                let detail = note.detail.map(|d| format!(" ({d})")).unwrap_or_default();
+                eprintln!(
+                    "[{}/{}] {name}: {} in {secs:.1} s{detail}",
+                    self.done, self.total, note.outcome
+                );
+                Ok(value)
+            }
+            Err(e) => {
+                eprintln!(
+                    "[{}/{}] {name}: failed after {secs:.1} s",
+                    self.done, self.total
+                );
+                Err(e)
+            }
         }
-        r
     }
 }
 
@@ -138,8 +184,14 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         started: Instant::now(),
     };
 
-    progress.step("bootstrap Debian", || bootstrap::run(&ctx))?;
-    progress.step("apply layers", || layers::run(&ctx))?;
+    let stage_cache = stage_cache::StageCache::new(&opts.cache_dir, opts.cache_max_size);
+    let stages = progress.step_noted("bootstrap Debian", || {
+        stages::bootstrap_step(&ctx, &stage_cache)
+    })?;
+    progress.step_noted("apply layers", || {
+        let note = stages::layers_step(&ctx, &stage_cache, &stages)?;
+        Ok(((), note))
+    })?;
     tree::remove(&ctx.tree, bootstrap::LOCK_PREFERENCES)?;
     progress.step("harden", || harden::run(&ctx))?;
     let new_lock = read_lock(&ctx)?;
@@ -356,6 +408,7 @@ fn preflight() -> Result<()> {
         ("mcopy", "mtools"),
         ("mkfs.ext4", "e2fsprogs"),
         ("tar", "tar"),
+        ("/usr/lib/apt/apt-helper", "apt"),
     ];
     let missing: Vec<String> = tools
         .iter()
