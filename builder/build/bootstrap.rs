@@ -228,6 +228,8 @@ impl Plan {
 pub struct IndexRelease {
     pub url: String,
     pub sha256: [u8; 32],
+    /// The file's `Date` field in seconds since the Unix epoch.
+    pub date_epoch: u64,
 }
 
 /// Downloads the `InRelease` file of each suite of `plan` with apt's own
@@ -255,9 +257,11 @@ pub fn fetch_index_releases(plan: &Plan) -> Result<Vec<IndexRelease>> {
             })?;
         let content =
             fs::read(&dest).with_context(|| format!("failed to read {}", dest.display()))?;
+        let date_epoch = super::mirror::release_date(&content).with_context(|| url.clone())?;
         releases.push(IndexRelease {
             url,
             sha256: Sha256::digest(&content).into(),
+            date_epoch,
         });
     }
     Ok(releases)

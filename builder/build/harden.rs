@@ -498,6 +498,18 @@ mod tests {
             cache_dir: "/nonexistent".into(),
             epoch: 1_700_000_000,
             lock: None,
+            plan: crate::build::bootstrap::Plan {
+                release: "bookworm".into(),
+                deb_arch: "amd64".into(),
+                mirrors: crate::build::bootstrap::Mirrors {
+                    main: "http://m/debian".into(),
+                    security: "http://m/debian-security".into(),
+                },
+                mmdebstrap_options: Vec::new(),
+                packages: Vec::new(),
+                apt_options: Vec::new(),
+            },
+            index_releases: Vec::new(),
             _work: work,
         }
     }

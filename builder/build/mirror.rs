@@ -3,7 +3,9 @@
 //!
 //! The newest index date becomes the build's `SOURCE_DATE_EPOCH` unless one
 //! is given, so two builds against the same mirror state stamp the same
-//! times into the image.
+//! times into the image. The files come from
+//! [`super::bootstrap::fetch_index_releases`] before the bootstrap and from
+//! the tree's apt lists after it.
 
 use std::fs;
 use std::path::Path;
@@ -11,9 +13,6 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-use super::bootstrap::Mirrors;
-use crate::exec::Cmd;
 
 /// One suite's release file, as the lock file records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,33 +27,11 @@ pub struct IndexRelease {
     pub sha256: String,
 }
 
-/// Suites a build of `release` installs from, with their archive URIs.
-pub fn suites(mirrors: &Mirrors, release: &str) -> Vec<(String, String)> {
-    vec![
-        (mirrors.main.clone(), release.to_owned()),
-        (mirrors.main.clone(), format!("{release}-updates")),
-        (mirrors.security.clone(), format!("{release}-security")),
-    ]
-}
-
-/// Downloads the `InRelease` file of each suite into `dir` with apt's own
-/// downloader and returns their identities.
-pub fn fetch_releases(mirrors: &Mirrors, release: &str, dir: &Path) -> Result<Vec<IndexRelease>> {
-    let mut out = Vec::new();
-    for (uri, suite) in suites(mirrors, release) {
-        let url = format!("{uri}/dists/{suite}/InRelease");
-        let dest = dir.join(format!("{suite}_InRelease"));
-        Cmd::new("/usr/lib/apt/apt-helper")
-            .arg("download-file")
-            .arg(&url)
-            .arg(&dest)
-            .run()
-            .with_context(|| format!("failed to download {url}; is the mirror reachable?"))?;
-        let bytes =
-            fs::read(&dest).with_context(|| format!("failed to read {}", dest.display()))?;
-        out.push(parse_release(&suite, &bytes).with_context(|| url.clone())?);
-    }
-    Ok(out)
+/// Reads the `Date` of a release file in seconds since the Unix epoch.
+pub fn release_date(bytes: &[u8]) -> Result<u64> {
+    let text = String::from_utf8_lossy(bytes);
+    let date = field(&text, "Date").context("the release file has no Date field")?;
+    parse_date(&date)
 }
 
 /// Reads the identities of the `InRelease` files that apt left in an

@@ -48,6 +48,10 @@ pub struct Context {
     pub epoch: u64,
     /// The lock whose versions a `--locked` build installs.
     pub lock: Option<Lock>,
+    /// What the bootstrap hands to mmdebstrap.
+    pub plan: bootstrap::Plan,
+    /// The mirror's `InRelease` files, fetched when the build started.
+    pub index_releases: Vec<bootstrap::IndexRelease>,
     _work: tempfile::TempDir,
 }
 
@@ -165,16 +169,18 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
     } else {
         None
     };
-    let epoch = match &locked {
-        Some(lock) => lock.source_date_epoch,
-        None => build_epoch(&recipe, work.path())?,
-    };
+    let lock_mirror = locked.as_ref().and_then(|l| l.mirror.as_deref());
+    let plan = bootstrap::Plan::new(&recipe.base, lock_mirror)?;
+    let index_releases = bootstrap::fetch_index_releases(&plan)?;
+    let epoch = build_epoch(locked.as_ref(), &index_releases)?;
     let ctx = Context {
         recipe,
         tree,
         cache_dir: opts.cache_dir.clone(),
         epoch,
         lock: locked,
+        plan,
+        index_releases,
         _work: work,
     };
     let mut outputs = output::Pending::new(&opts.output_dir, &ctx.recipe.artifact_stem());
@@ -369,19 +375,18 @@ fn read_lock(ctx: &Context) -> Result<Lock> {
     Ok(new)
 }
 
-/// Picks the build's `SOURCE_DATE_EPOCH`: the caller's, or else the date of
-/// the newest package index the build will install from.
-fn build_epoch(recipe: &Recipe, scratch: &Path) -> Result<u64> {
+/// Picks the build's `SOURCE_DATE_EPOCH`: the lock's, the caller's, or
+/// else the date of the newest package index the build installs from.
+fn build_epoch(lock: Option<&Lock>, releases: &[bootstrap::IndexRelease]) -> Result<u64> {
+    if let Some(lock) = lock {
+        return Ok(lock.source_date_epoch);
+    }
     if let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") {
         return value
             .trim()
             .parse()
             .with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds"));
     }
-    let mirrors = bootstrap::find_mirrors(&recipe.base.release, recipe.base.mirror.as_deref())?;
-    let dir = scratch.join("releases");
-    std::fs::create_dir_all(&dir)?;
-    let releases = mirror::fetch_releases(&mirrors, &recipe.base.release, &dir)?;
     let epoch = releases.iter().map(|r| r.date_epoch).max().unwrap_or(0);
     tracing::info!("SOURCE_DATE_EPOCH={epoch}, the date of the newest package index");
     Ok(epoch)

@@ -232,6 +232,7 @@ mod tests {
             .map(|(i, suite)| IndexRelease {
                 url: format!("http://m/debian/dists/{suite}/InRelease"),
                 sha256: [i as u8; 32],
+                date_epoch: 1_700_000_000,
             })
             .collect()
     }

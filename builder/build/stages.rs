@@ -25,9 +25,8 @@ pub struct Stages {
 /// A layer stage is tried before the bootstrap, so that a build whose
 /// layers are all unchanged restores one archive instead of several.
 pub fn bootstrap_step(ctx: &Context, cache: &StageCache) -> Result<(Stages, Note)> {
-    let lock_mirror = ctx.lock.as_ref().and_then(|l| l.mirror.as_deref());
-    let plan = bootstrap::Plan::new(&ctx.recipe.base, lock_mirror)?;
-    let index_releases = bootstrap::fetch_index_releases(&plan)?;
+    let plan = &ctx.plan;
+    let index_releases = &ctx.index_releases;
     let mmdebstrap_version = bootstrap::mmdebstrap_version()?;
     // The epoch is stamped into the tree, and a locked build pins versions.
     let epoch = ctx.epoch.to_string();
@@ -46,8 +45,8 @@ pub fn bootstrap_step(ctx: &Context, cache: &StageCache) -> Result<(Stages, Note
         forge_version: env!("CARGO_PKG_VERSION"),
         mmdebstrap_version: &mmdebstrap_version,
         base: &ctx.recipe.base,
-        plan: &plan,
-        index_releases: &index_releases,
+        plan,
+        index_releases,
         extra: &extra,
     });
     let mut keys = vec![bootstrap_key];
@@ -77,8 +76,8 @@ pub fn bootstrap_step(ctx: &Context, cache: &StageCache) -> Result<(Stages, Note
 
     let key = &keys[0];
     let outcome = cache.get_or_build(key, &ctx.tree, || {
-        bootstrap::run(ctx, &plan)?;
-        Ok(check_indexes_unchanged(ctx, &index_releases))
+        bootstrap::run(ctx, plan)?;
+        Ok(check_indexes_unchanged(ctx, index_releases))
     })?;
     let note = match outcome {
         Outcome::Reused => Note::new(format!("reused from cache (key {})", key.short())),
