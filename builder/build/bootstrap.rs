@@ -42,8 +42,11 @@ pub const BASE_PACKAGES: &[&str] = &[
 ];
 
 /// apt preferences file that pins a `--locked` build to the lock's
-/// versions while packages are installed; removed before hardening.
-pub const LOCK_PREFERENCES: &str = "/etc/apt/preferences.d/forge-lock";
+/// versions while packages are installed; removed before hardening. It is
+/// the main preferences file, not one in `preferences.d`, because creating
+/// that folder would change its time stamp from the one the apt package
+/// gives it, and with it the image's bytes.
+pub const LOCK_PREFERENCES: &str = "/etc/apt/preferences";
 
 /// Debian archive locations the build installs from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -331,12 +334,10 @@ pub fn run(ctx: &BuildContext, plan: &Plan) -> Result<()> {
         let prefs = ctx.tree.with_file_name("forge-lock.pref");
         fs::write(&prefs, lock.apt_preferences())
             .with_context(|| format!("failed to write {}", prefs.display()))?;
-        cmd = cmd
-            .arg("--setup-hook=mkdir -p \"$1\"/etc/apt/preferences.d")
-            .arg(format!(
-                "--setup-hook=upload {} {LOCK_PREFERENCES}",
-                prefs.display()
-            ));
+        cmd = cmd.arg(format!(
+            "--setup-hook=upload {} {LOCK_PREFERENCES}",
+            prefs.display()
+        ));
     }
     for option in &plan.apt_options {
         cmd = cmd.arg(format!("--aptopt={option}"));

@@ -471,6 +471,14 @@ fn cloud_init_azure(ctx: &BuildContext) -> Result<()> {
 
 fn clean_caches(ctx: &BuildContext) -> Result<()> {
     remove_glob(&ctx.tree, "/var/cache/apt/archives", "")?;
+    // apt's binary caches differ from build to build and apt rebuilds them
+    // when they are missing.
+    for cache in [
+        "/var/cache/apt/pkgcache.bin",
+        "/var/cache/apt/srcpkgcache.bin",
+    ] {
+        tree::remove(&ctx.tree, cache)?;
+    }
     fs::create_dir_all(tree::resolve_all(&ctx.tree, "/var/cache/apt/archives")?.join("partial"))?;
     for dir in ["/tmp", "/var/tmp"] {
         remove_glob(&ctx.tree, dir, "")?;
