@@ -27,15 +27,27 @@ pub fn install_interrupt_handler() -> Result<()> {
     ctrlc::set_handler(|| {
         INTERRUPTED.store(true, Ordering::SeqCst);
         let groups = RUNNING.lock().map(|g| g.clone()).unwrap_or_default();
-        for pgid in groups {
-            // SAFETY: kill(2) with a negative pid signals a process group;
-            // it touches no memory of this process.
-            unsafe {
-                libc::kill(-(pgid as i32), libc::SIGTERM);
-            }
-        }
+        signal_groups(&groups, libc::SIGTERM);
+        // A command that ignores SIGTERM (a layer's own program, say) would
+        // keep forge waiting; after a grace period it is killed.
+        std::thread::sleep(KILL_GRACE);
+        let left = RUNNING.lock().map(|g| g.clone()).unwrap_or_default();
+        signal_groups(&left, libc::SIGKILL);
     })
     .context("failed to install the interrupt handler")
+}
+
+/// Time that commands get to end after SIGTERM before they are killed.
+const KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn signal_groups(groups: &[u32], signal: libc::c_int) {
+    for pgid in groups {
+        // SAFETY: kill(2) with a negative pid signals a process group; it
+        // touches no memory of this process.
+        unsafe {
+            libc::kill(-(*pgid as i32), signal);
+        }
+    }
 }
 
 /// Returns an error if the user interrupted forge.

@@ -751,15 +751,15 @@ fn interrupted_build_leaves_nothing() {
     let tmp = private_tmp(&case);
     // Earlier builds may have cached the bootstrap, so a slow layer keeps
     // the build busy at the moment of the signal. It is interrupted, so it
-    // is never cached. NOTE: the command runs as PID 1 of its namespace,
-    // where SIGTERM only ends a program that handles it, so the shell
-    // traps it. A plain `sleep 600` would keep forge waiting for its end.
+    // is never cached. The command runs as PID 1 of its namespace, where
+    // SIGTERM does not end a program without a handler, so forge must
+    // kill it after its grace period.
     let recipe = write_test_recipe(
         &case,
         "e2e-interrupted",
         r#"[[layer]]
 name = "slow"
-run = [["sh", "-c", "trap 'exit 143' TERM; sleep 600 & wait"]]
+run = [["sleep", "600"]]
 "#,
     );
     let stderr_path = case.join("stderr.txt");

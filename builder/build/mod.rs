@@ -198,7 +198,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         let note = stages::layers_step(&ctx, &stage_cache, &stages)?;
         Ok(((), note))
     })?;
-    tree::remove(&ctx.tree, bootstrap::LOCK_PREFERENCES)?;
+    reproducible::remove_without_trace(&ctx.tree, bootstrap::LOCK_PREFERENCES)?;
     progress.step("harden", || harden::run(&ctx))?;
     let new_lock = read_lock(&ctx)?;
     let ids = disk::DiskIds::derive(&ctx.recipe.artifact_stem());

@@ -34,7 +34,12 @@ pub fn clamp_times(tree: &Path, epoch: u64) -> Result<()> {
 }
 
 fn clamp_one(path: &Path, meta: &fs::Metadata, epoch: u64) -> Result<()> {
-    let mtime = u64::try_from(meta.mtime()).unwrap_or(0).min(epoch);
+    set_times(path, u64::try_from(meta.mtime()).unwrap_or(0).min(epoch))
+}
+
+/// Sets the access and modification times of `path`, not following a
+/// final symlink.
+fn set_times(path: &Path, mtime: u64) -> Result<()> {
     let time = libc::timespec {
         tv_sec: mtime as libc::time_t,
         tv_nsec: 0,
@@ -54,6 +59,22 @@ fn clamp_one(path: &Path, meta: &fs::Metadata, epoch: u64) -> Result<()> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("failed to set the times of {}", path.display()));
+    }
+    Ok(())
+}
+
+/// Removes `path` from `tree` and gives its folder back the modification
+/// time it had, so that a file forge added and took away again leaves no
+/// trace in the image's bytes.
+pub fn remove_without_trace(tree: &Path, path: &str) -> Result<()> {
+    let host = super::tree::resolve_all(tree, path)?;
+    let Some(parent) = host.parent() else {
+        return Ok(());
+    };
+    let before = fs::symlink_metadata(parent)
+        .with_context(|| format!("failed to read {}", parent.display()))?;
+    if super::tree::remove(tree, path)? {
+        set_times(parent, u64::try_from(before.mtime()).unwrap_or(0))?;
     }
     Ok(())
 }
