@@ -4,6 +4,8 @@
 pub mod accel;
 pub mod build;
 pub mod check;
+pub mod clock;
+pub mod diff;
 pub mod direct;
 pub mod exec;
 pub mod guestfs;

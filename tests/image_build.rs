@@ -1116,6 +1116,59 @@ fn planted_violations_fail_only_their_rule() {
     );
 }
 
+#[test]
+fn diff_names_only_planted_changes() {
+    if !prerequisites_met() {
+        return;
+    }
+    let build = dirty_build();
+    build.assert_succeeded();
+    let work = case_dir("diff");
+    let copy = Planted::copy(&build.vhd(), &work.join("planted.vhd"), ROOT_PARTITION);
+    copy.write("/etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+    copy.edit("/var/lib/dpkg/status", |status| {
+        set_package_field(&status, "bash", "Version", "99.0-planted")
+    });
+
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_forge"))
+        .args(["diff", "--format", "json"])
+        .arg(build.vhd())
+        .arg(&copy.vhd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("failed to start the forge binary");
+    eprintln!(
+        "forge diff of two 2 GiB images took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr:\n{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("forge diff printed no JSON ({e}); stderr:\n{stderr}"));
+
+    let changed: Vec<&str> = report["files"]["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed, ["/etc/machine-id", "/var/lib/dpkg/status"]);
+    assert_eq!(report["files"]["added"], serde_json::json!([]));
+    assert_eq!(report["files"]["removed"], serde_json::json!([]));
+    assert_eq!(report["disk"], serde_json::json!([]));
+    assert_eq!(report["footer"]["changes"], serde_json::json!([]));
+
+    let packages = &report["packages"];
+    assert_eq!(packages["added"], serde_json::json!([]));
+    assert_eq!(packages["removed"], serde_json::json!([]));
+    let package_changes = packages["changed"].as_array().unwrap();
+    assert_eq!(package_changes.len(), 1, "{packages:#}");
+    assert_eq!(package_changes[0]["name"], "bash");
+    assert_eq!(package_changes[0]["changes"][0]["field"], "version");
+    assert_eq!(package_changes[0]["changes"][0]["b"], "99.0-planted");
+}
+
 /// Contents of the planted "malware": a file that only the test's own
 /// signature database matches.
 const PAYLOAD: &str = "forge planted payload, harmless, for the malware-scan test\n";
