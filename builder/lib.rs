@@ -11,4 +11,5 @@ pub mod exec;
 pub mod guestfs;
 pub mod hashcache;
 pub mod recipe;
+pub mod sbom;
 pub mod vhd;
