@@ -421,6 +421,25 @@ impl ImageView for GuestImage {
         Ok(out)
     }
 
+    /// Hashes every regular file of the tree inside the appliance in one
+    /// `checksums_out` call and keeps the requested ones, because reading
+    /// each file to the host is a round trip.
+    fn sha256_many(&self, paths: &[String]) -> Result<Vec<(String, String)>> {
+        let list = self.scratch.path().join("sha256.list");
+        let list_str = list.to_str().context("scratch path is not valid UTF-8")?;
+        self.g()
+            .checksums_out("sha256", "/", list_str)
+            .guest_context(|| "hash the files under /".to_owned())?;
+        let bytes = std::fs::read(&list)
+            .with_context(|| format!("failed to read the checksum list {}", list.display()))?;
+        let _ = std::fs::remove_file(&list);
+        let mut sums = parse_sha256sum(&String::from_utf8_lossy(&bytes));
+        Ok(paths
+            .iter()
+            .filter_map(|path| sums.remove(path).map(|sum| (path.clone(), sum)))
+            .collect())
+    }
+
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
         match self.lstat(path)? {
             Some(meta) if meta.kind == FileKind::File => self.read_whole(path, meta.size).map(Some),
@@ -520,6 +539,49 @@ fn split_parent(path: &str) -> Result<(&str, Option<&str>)> {
     let cut = trimmed.rfind('/').expect("an absolute path contains '/'");
     let parent = if cut == 0 { "/" } else { &trimmed[..cut] };
     Ok((parent, Some(&trimmed[cut + 1..])))
+}
+
+/// Parses `sha256sum` output for paths relative to `/` (`./etc/passwd`)
+/// into absolute paths and checksums. GNU coreutils starts the line of a
+/// name that contains a backslash or newline with a backslash and escapes
+/// those characters as `\\` and `\n`.
+fn parse_sha256sum(text: &str) -> BTreeMap<String, String> {
+    let mut sums = BTreeMap::new();
+    for line in text.lines() {
+        let (escaped, line) = match line.strip_prefix('\\') {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let Some((sum, name)) = line.split_once("  ") else {
+            continue;
+        };
+        let name = if escaped {
+            unescape_sum_name(name)
+        } else {
+            name.to_owned()
+        };
+        let relative = name.strip_prefix("./").unwrap_or(&name);
+        sums.insert(format!("/{relative}"), sum.to_owned());
+    }
+    sums
+}
+
+fn unescape_sum_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 fn join_path(parent: &str, name: &str) -> String {
@@ -714,6 +776,16 @@ fn read_disk_facts(g: &Handle, path: &Path) -> Result<DiskFacts> {
     } else {
         (String::new(), Vec::new())
     };
+    // NOTE: libguestfs has no call for the MBR disk signature, so it stays
+    // unknown on MBR disks read this way.
+    let disk_guid = if partition_table == "gpt" {
+        let guid = g
+            .part_get_disk_guid(&device)
+            .guest_context(|| format!("read the GPT disk GUID of {device}"))?;
+        Some(guid.to_lowercase())
+    } else {
+        None
+    };
 
     let lvm_pvs = g
         .pvs()
@@ -725,6 +797,7 @@ fn read_disk_facts(g: &Handle, path: &Path) -> Result<DiskFacts> {
         format: String::new(),
         virtual_size: virtual_size.max(0) as u64,
         partition_table,
+        disk_guid,
         partitions,
         lvm_pvs,
     })
@@ -751,13 +824,37 @@ fn read_partitions(g: &Handle, device: &str, table: &str) -> Result<Vec<Partitio
                 .guest_context(|| format!("read the MBR type of {device} partition {number}"))?;
             format!("0x{id:02x}")
         };
-        let fs_type = read_fs_type(g, &partition_device(device, number), &type_id)?;
+        let partition = partition_device(device, number);
+        let fs_type = read_fs_type(g, &partition, &type_id)?;
+        let (guid, name) = if table == "gpt" {
+            let guid = g
+                .part_get_gpt_guid(device, number)
+                .guest_context(|| format!("read the GPT GUID of {device} partition {number}"))?;
+            let name = g
+                .part_get_name(device, number)
+                .guest_context(|| format!("read the GPT name of {device} partition {number}"))?;
+            (
+                Some(guid.to_lowercase()),
+                Some(name).filter(|n| !n.is_empty()),
+            )
+        } else {
+            (None, None)
+        };
+        // A partition without a file system, or one whose file system has
+        // no UUID, makes vfs_uuid fail or return an empty string.
+        let fs_uuid = match fs_type {
+            Some(_) => g.vfs_uuid(&partition).ok().filter(|u| !u.is_empty()),
+            None => None,
+        };
         partitions.push(Partition {
             number: number as u32,
             start_sector: p.part_start / sector_size,
             size_bytes: p.part_size,
             type_id,
             fs_type,
+            guid,
+            name,
+            fs_uuid,
         });
     }
     Ok(partitions)
@@ -1052,5 +1149,21 @@ mod tests {
         assert_eq!(detect(b"QFI\xfb\0\0\0\x03"), "qcow2");
         assert_eq!(detect(&[0u8; 8192]), "raw");
         assert_eq!(detect(b""), "raw");
+    }
+
+    #[test]
+    fn sha256sum_lines_with_escaped_names() {
+        let text = "\
+0123  ./etc/passwd
+\\4567  ./tmp/a\\nb
+\\89ab  ./tmp/back\\\\slash
+cdef  ./with  two spaces
+";
+        let sums = parse_sha256sum(text);
+        assert_eq!(sums["/etc/passwd"], "0123");
+        assert_eq!(sums["/tmp/a\nb"], "4567");
+        assert_eq!(sums["/tmp/back\\slash"], "89ab");
+        assert_eq!(sums["/with  two spaces"], "cdef");
+        assert_eq!(sums.len(), 4);
     }
 }

@@ -4,10 +4,13 @@
 pub mod accel;
 pub mod build;
 pub mod check;
+pub mod clock;
+pub mod diff;
 pub mod direct;
 pub mod exec;
 pub mod guestfs;
 pub mod hashcache;
 pub mod lock;
 pub mod recipe;
+pub mod sbom;
 pub mod vhd;

@@ -2,7 +2,7 @@
 //! subcommand and maps its result to an exit code.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -92,6 +92,39 @@ enum Command {
         #[arg(long, env = "FORGE_CACHE_DIR", default_value = "/var/cache/forge")]
         cache_dir: PathBuf,
     },
+    /// Compare two images: partition table, VHD footer, packages and files.
+    ///
+    /// Exits 0 when the images are identical in every compared field, 1 when
+    /// they differ and 2 when an image cannot be read.
+    Diff {
+        /// First image (lines starting with `-` are only in this one).
+        a: PathBuf,
+        /// Second image (lines starting with `+` are only in this one).
+        b: PathBuf,
+        /// Report format on stdout.
+        #[arg(long, value_enum, default_value = "text")]
+        format: DiffFormat,
+    },
+    /// Print the SPDX 2.3 SBOM of an image: its installed dpkg packages, and
+    /// the image file with its SHA-256 as the described package.
+    Sbom {
+        /// Image file: fixed or dynamic VHD, VHDX, qcow2 or raw.
+        image: PathBuf,
+        /// Product name in the document [default: the image's file name
+        /// without its extension].
+        #[arg(long)]
+        name: Option<String>,
+        /// Product version in the document; left out when not given.
+        #[arg(long = "version")]
+        product_version: Option<String>,
+        /// File to write the document to, instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Folder where forge remembers image checksums; an image that has
+        /// not changed since it was last hashed is not hashed again.
+        #[arg(long, env = "FORGE_CACHE_DIR", default_value = "/var/cache/forge")]
+        cache_dir: PathBuf,
+    },
     /// List every rule: id, severity and title.
     Rules,
     /// Print one rule in full.
@@ -137,6 +170,12 @@ enum Format {
     Json,
     Junit,
     Markdown,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DiffFormat {
+    Text,
+    Json,
 }
 
 fn severity_name(rule: &forge::check::rules::Rule) -> &'static str {
@@ -217,6 +256,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("sha256 {}", a.sha256);
             println!("report {}", a.json_report.display());
             println!("lock {}", a.lock_path.display());
+            println!("sbom {}", a.sbom.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Update {
@@ -239,6 +279,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("sha256 {}", a.sha256);
             println!("report {}", a.json_report.display());
             println!("lock {}", a.lock_path.display());
+            println!("sbom {}", a.sbom.display());
             if let Some(previous) = &update.previous_lock {
                 println!("previous lock {}", previous.display());
             }
@@ -322,6 +363,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Diff { a, b, format } => run_diff(&a, &b, format),
+        Command::Sbom {
+            image,
+            name,
+            product_version,
+            output,
+            cache_dir,
+        } => run_sbom(&image, name, product_version, output.as_deref(), &cache_dir),
         Command::Rules => {
             for rule in forge::check::rules::catalogue() {
                 println!("{:<28} {:<9} {}", rule.id, severity_name(rule), rule.title);
@@ -346,5 +395,109 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::InternalEnter { .. } => unreachable!("handled before logging starts"),
+    }
+}
+
+/// Runs `forge diff`: reads both images at once, each on its own thread.
+fn run_diff(a: &Path, b: &Path, format: DiffFormat) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let (snapshot_a, snapshot_b) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| forge::diff::snapshot_image(a));
+        let second = forge::diff::snapshot_image(b);
+        let first = first
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the thread reading the image panicked")));
+        (first, second)
+    });
+    let mut snapshots = Vec::new();
+    for (path, snapshot) in [(a, snapshot_a), (b, snapshot_b)] {
+        match snapshot {
+            Ok(snapshot) => snapshots.push(snapshot),
+            Err(e) => {
+                forge::exec::check_interrupted()?;
+                eprintln!("forge: error: cannot read {}: {e:#}", path.display());
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    tracing::info!(
+        "read both images in {:.1} s ({} and {} paths)",
+        started.elapsed().as_secs_f64(),
+        snapshots[0].files.len(),
+        snapshots[1].files.len()
+    );
+    let diff = forge::diff::compare(
+        &a.display().to_string(),
+        &snapshots[0],
+        &b.display().to_string(),
+        &snapshots[1],
+    );
+    match format {
+        DiffFormat::Text => print!("{}", forge::diff::render_text(&diff)),
+        DiffFormat::Json => println!("{}", serde_json::to_string_pretty(&diff)?),
+    }
+    Ok(ExitCode::from(if diff.identical { 0 } else { 1 }))
+}
+
+/// Runs `forge sbom`: reads the packages and hashes the image file at once.
+fn run_sbom(
+    image: &Path,
+    name: Option<String>,
+    version: Option<String>,
+    output: Option<&Path>,
+    cache_dir: &Path,
+) -> anyhow::Result<ExitCode> {
+    let cache = forge::hashcache::HashCache::new(cache_dir);
+    let read = std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| forge::hashcache::sha256_of(image, Some(&cache)));
+        let inventory = read_inventory(image);
+        let sha256 = hashing
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the hashing thread panicked")));
+        inventory.and_then(|inventory| Ok((inventory, sha256?)))
+    });
+    let (inventory, sha256) = match read {
+        Ok(read) => read,
+        Err(e) => {
+            forge::exec::check_interrupted()?;
+            eprintln!("forge: error: cannot read {}: {e:#}", image.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let file_name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = name.unwrap_or_else(|| {
+        image
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let sbom = forge::sbom::Sbom {
+        name,
+        version,
+        inventory,
+    };
+    let document = sbom.render(
+        &file_name,
+        &sha256,
+        forge::clock::source_date_epoch_or_now(),
+    );
+    match output {
+        Some(path) => std::fs::write(path, document)
+            .map_err(|e| anyhow::anyhow!("failed to write {}: {e}", path.display()))?,
+        None => print!("{document}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the installed packages of an image through the direct reader, or
+/// libguestfs when the direct reader declines it.
+fn read_inventory(image: &Path) -> anyhow::Result<forge::sbom::Inventory> {
+    let opened = forge::check::image::OpenImage::open(image)?;
+    match opened.view() {
+        Some(view) => forge::sbom::collect(view),
+        None => anyhow::bail!("no operating system found in the image"),
     }
 }

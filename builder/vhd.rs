@@ -15,7 +15,7 @@ pub const DISK_TYPE_DIFFERENCING: u32 = 4;
 /// File format version 1.0.
 pub const FORMAT_VERSION: u32 = 0x0001_0000;
 /// Seconds between the Unix epoch and the VHD epoch (2000-01-01 UTC).
-const VHD_EPOCH_OFFSET: u64 = 946_684_800;
+pub const VHD_EPOCH_OFFSET: u64 = 946_684_800;
 
 /// A parsed VHD footer.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,6 +9,8 @@ export DEBIAN_FRONTEND=noninteractive
 # exit status is ignored and the install below reports what is missing.
 apt-get update -q || echo "install-deps: apt-get update reported errors; continuing" >&2
 
+# python3-jsonschema validates the SBOM against the SPDX 2.3 schema in the
+# tests.
 packages="
   mmdebstrap
   gdisk
@@ -25,6 +27,7 @@ packages="
   linux-image-amd64
   clamav
   pkg-config
+  python3-jsonschema
 "
 
 # libguestfs depends on the qemu-utils of Debian 12. A machine that carries

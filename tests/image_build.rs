@@ -398,6 +398,7 @@ fn minimal_recipe_builds_compliant() {
         ".report.junit.xml",
         ".report.md",
         ".vhd.sha256",
+        ".spdx.json",
     ] {
         let path = build.output(suffix);
         assert!(path.is_file(), "{} is missing", path.display());
@@ -1220,6 +1221,137 @@ fn planted_violations_fail_only_their_rule() {
         "planted violations:\n{}",
         problems.join("\n")
     );
+}
+
+#[test]
+fn build_sbom_lists_installed_packages() {
+    if !prerequisites_met() {
+        return;
+    }
+    let build = dirty_build();
+    build.assert_succeeded();
+    let path = build.output(".spdx.json");
+    let text = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("failed to read {}: {e}", path.display()));
+    let sbom: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        build.stdout.contains(&format!("sbom {}", path.display())),
+        "stdout lacks the sbom line: {}",
+        build.stdout
+    );
+
+    let image = &sbom["packages"][0];
+    assert_eq!(image["name"], "e2e-dirty");
+    assert_eq!(image["versionInfo"], "1.0.0");
+    assert_eq!(image["packageFileName"], "e2e-dirty-1.0.0.vhd");
+    assert_eq!(
+        image["checksums"][0]["checksumValue"],
+        support::sha256_file(&build.vhd())
+    );
+
+    // Every installed package of the image, and nothing else.
+    let direct = open_direct(&build.vhd());
+    let status = direct
+        .view()
+        .unwrap()
+        .read_text("/var/lib/dpkg/status")
+        .unwrap()
+        .expect("the image has a dpkg status file");
+    let mut installed: Vec<String> = forge::check::rules::packages::parse_paragraphs(&status)
+        .into_iter()
+        .filter(|p| p.is_installed())
+        .map(|p| format!("{} {}", p.name, p.version))
+        .collect();
+    installed.sort();
+    let mut listed: Vec<String> = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap(),
+                p["versionInfo"].as_str().unwrap()
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed, installed);
+    let bash = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "bash")
+        .expect("bash is listed");
+    assert_eq!(bash["licenseDeclared"], "GPL-3.0-or-later");
+
+    // forge sbom gives the same document for the built VHD, apart from the
+    // creation time, which is the build's time.
+    let output = Command::new(env!("CARGO_BIN_EXE_forge"))
+        .args(["sbom", "--name", "e2e-dirty", "--version", "1.0.0"])
+        .arg(build.vhd())
+        .env("FORGE_CACHE_DIR", cache_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("failed to start the forge binary");
+    assert_eq!(output.status.code(), Some(0));
+    let mut again: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    again["creationInfo"]["created"] = sbom["creationInfo"]["created"].clone();
+    assert_eq!(again, sbom);
+}
+
+#[test]
+fn diff_names_only_planted_changes() {
+    if !prerequisites_met() {
+        return;
+    }
+    let build = dirty_build();
+    build.assert_succeeded();
+    let work = case_dir("diff");
+    let copy = Planted::copy(&build.vhd(), &work.join("planted.vhd"), ROOT_PARTITION);
+    copy.write("/etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+    copy.edit("/var/lib/dpkg/status", |status| {
+        set_package_field(&status, "bash", "Version", "99.0-planted")
+    });
+
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_forge"))
+        .args(["diff", "--format", "json"])
+        .arg(build.vhd())
+        .arg(&copy.vhd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("failed to start the forge binary");
+    eprintln!(
+        "forge diff of two 2 GiB images took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr:\n{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("forge diff printed no JSON ({e}); stderr:\n{stderr}"));
+
+    let changed: Vec<&str> = report["files"]["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed, ["/etc/machine-id", "/var/lib/dpkg/status"]);
+    assert_eq!(report["files"]["added"], serde_json::json!([]));
+    assert_eq!(report["files"]["removed"], serde_json::json!([]));
+    assert_eq!(report["disk"], serde_json::json!([]));
+    assert_eq!(report["footer"]["changes"], serde_json::json!([]));
+
+    let packages = &report["packages"];
+    assert_eq!(packages["added"], serde_json::json!([]));
+    assert_eq!(packages["removed"], serde_json::json!([]));
+    let package_changes = packages["changed"].as_array().unwrap();
+    assert_eq!(package_changes.len(), 1, "{packages:#}");
+    assert_eq!(package_changes[0]["name"], "bash");
+    assert_eq!(package_changes[0]["changes"][0]["field"], "version");
+    assert_eq!(package_changes[0]["changes"][0]["b"], "99.0-planted");
 }
 
 /// Contents of the planted "malware": a file that only the test's own

@@ -68,6 +68,8 @@ pub struct Artifacts {
     pub vhd: PathBuf,
     pub json_report: PathBuf,
     pub text_report: PathBuf,
+    /// The SPDX 2.3 JSON software bill of materials.
+    pub sbom: PathBuf,
     pub sha256: String,
     pub verdict: Verdict,
     /// The lock file beside the recipe, and what it records.
@@ -203,9 +205,14 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
     let new_lock = read_lock(&ctx)?;
     let ids = disk::DiskIds::derive(&ctx.recipe.artifact_stem());
     let image = outputs.vhd_partial();
-    progress.step("assemble disk", || {
+    let inventory = progress.step("assemble disk", || {
         disk::prepare_tree(&ctx, &ids)?;
-        disk::assemble(&ctx, &ids, &image)
+        // The SBOM lists the packages of the final tree, read while the
+        // tree is still there.
+        let inventory = crate::sbom::collect(&check::DirView::new(&ctx.tree))
+            .context("failed to read the installed packages for the SBOM")?;
+        disk::assemble(&ctx, &ids, &image)?;
+        Ok(inventory)
     })?;
     progress.step("write VHD footer", || {
         output::append_footer(&image, &ids, ctx.epoch)
@@ -243,7 +250,12 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         let sha256 = hashing
             .join()
             .map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
-        let artifacts = outputs.finish(report, sha256)?;
+        let sbom = crate::sbom::Sbom {
+            name: ctx.recipe.name.clone(),
+            version: Some(ctx.recipe.version.clone()),
+            inventory,
+        };
+        let artifacts = outputs.finish(report, sha256, &sbom, ctx.epoch)?;
         // A later `forge check` of the VHD then skips hashing it again.
         crate::hashcache::HashCache::new(&opts.cache_dir).put(&artifacts.vhd, &artifacts.sha256);
         if ctx.lock.is_none() {
@@ -251,6 +263,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         }
         Ok(Artifacts {
             vhd: artifacts.vhd,
+            sbom: artifacts.sbom,
             json_report: artifacts.json_report,
             text_report: artifacts.text_report,
             sha256: artifacts.sha256,

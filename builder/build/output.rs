@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::disk::DiskIds;
 use crate::check::report::{render_junit, render_markdown, render_text, Report};
 use crate::check::Verdict;
+use crate::sbom::Sbom;
 use crate::vhd::Footer;
 
 pub struct Pending {
@@ -50,10 +51,17 @@ impl Pending {
         p
     }
 
-    /// Writes the reports and checksum, then renames everything into place,
-    /// the VHD last so that it never appears without its reports.
-    /// `sha256` is the VHD's checksum, computed by the caller.
-    pub fn finish(&mut self, mut report: Report, sha256: String) -> Result<Written> {
+    /// Writes the reports, checksum and SBOM, then renames everything into
+    /// place, the VHD last so that it never appears without its reports.
+    /// `sha256` is the VHD's checksum, computed by the caller; `created` is
+    /// the SBOM's creation time, the build's epoch.
+    pub fn finish(
+        &mut self,
+        mut report: Report,
+        sha256: String,
+        sbom: &Sbom,
+        created: u64,
+    ) -> Result<Written> {
         let vhd_tmp = self.dir.join(format!(".{}.vhd.partial", self.stem));
         let vhd = self.final_path(".vhd");
         report.image = vhd.display().to_string();
@@ -64,6 +72,7 @@ impl Pending {
         let junit_tmp = self.temp(".report.junit.xml");
         let markdown_tmp = self.temp(".report.md");
         let sum_tmp = self.temp(".vhd.sha256");
+        let sbom_tmp = self.temp(".spdx.json");
         let json = serde_json::to_string_pretty(&report)? + "\n";
         write_synced(&json_tmp, json.as_bytes())?;
         write_synced(&text_tmp, render_text(&report).as_bytes())?;
@@ -71,6 +80,8 @@ impl Pending {
         write_synced(&markdown_tmp, render_markdown(&report).as_bytes())?;
         let sum_line = format!("{}  {}.vhd\n", report.sha256, self.stem);
         write_synced(&sum_tmp, sum_line.as_bytes())?;
+        let document = sbom.render(&format!("{}.vhd", self.stem), &report.sha256, created);
+        write_synced(&sbom_tmp, document.as_bytes())?;
 
         let json_report = self.final_path(".report.json");
         let text_report = self.final_path(".report.txt");
@@ -79,6 +90,8 @@ impl Pending {
         fs::rename(&junit_tmp, self.final_path(".report.junit.xml"))?;
         fs::rename(&markdown_tmp, self.final_path(".report.md"))?;
         fs::rename(&sum_tmp, self.final_path(".vhd.sha256"))?;
+        let sbom_path = self.final_path(".spdx.json");
+        fs::rename(&sbom_tmp, &sbom_path)?;
         fs::rename(&vhd_tmp, &vhd)?;
         sync_dir(&self.dir);
         self.finished = true;
@@ -86,6 +99,7 @@ impl Pending {
             vhd,
             json_report,
             text_report,
+            sbom: sbom_path,
             sha256: report.sha256,
             verdict: report.verdict,
         })
@@ -96,6 +110,7 @@ impl Pending {
 #[derive(Debug)]
 pub struct Written {
     pub vhd: PathBuf,
+    pub sbom: PathBuf,
     pub json_report: PathBuf,
     pub text_report: PathBuf,
     pub sha256: String,

@@ -94,6 +94,58 @@ fn effective_policy(policy: &Policy, fs: Option<&dyn ImageView>) -> Result<Polic
     Ok(effective)
 }
 
+/// An image opened with the direct reader, or with libguestfs when the
+/// direct reader declines it.
+pub enum OpenImage {
+    Direct(Box<DirectImage>),
+    Guest(Box<GuestImage>),
+}
+
+impl OpenImage {
+    /// Opens `image` with the direct reader, or starts one libguestfs
+    /// appliance for it when its layout needs one.
+    pub fn open(image: &Path) -> Result<Self> {
+        match Self::open_direct(image)? {
+            Some(direct) => Ok(direct),
+            None => Self::open_guest(image),
+        }
+    }
+
+    /// Opens `image` with the direct reader; `None` when libguestfs must
+    /// read it.
+    pub fn open_direct(image: &Path) -> Result<Option<Self>> {
+        Ok(open_direct(image)?.map(Self::Direct))
+    }
+
+    /// Opens `image` in a libguestfs appliance.
+    pub fn open_guest(image: &Path) -> Result<Self> {
+        Ok(Self::Guest(Box::new(GuestImage::open(image)?)))
+    }
+
+    pub fn disk(&self) -> &super::DiskFacts {
+        match self {
+            Self::Direct(image) => image.disk(),
+            Self::Guest(image) => image.disk(),
+        }
+    }
+
+    /// Returns the file tree view, or `None` when no OS was found.
+    pub fn view(&self) -> Option<&dyn ImageView> {
+        match self {
+            Self::Direct(image) => image.view(),
+            Self::Guest(image) => image.view(),
+        }
+    }
+
+    /// Names the reader: `direct` or `libguestfs`.
+    pub fn reader(&self) -> &'static str {
+        match self {
+            Self::Direct(_) => "direct",
+            Self::Guest(_) => "libguestfs",
+        }
+    }
+}
+
 /// Environment variable that picks the reader: `libguestfs` forces the
 /// appliance even where the direct reader would do, for comparing the two.
 pub const READER_ENV: &str = "FORGE_CHECK_READER";

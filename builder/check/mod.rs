@@ -93,6 +93,13 @@ pub struct Partition {
     /// File system type as libguestfs or blkid names it (`ext4`, `vfat`,
     /// `swap`, `LVM2_member`), if any.
     pub fs_type: Option<String>,
+    /// GPT unique partition GUID in lower case; `None` on MBR.
+    pub guid: Option<String>,
+    /// GPT partition name; `None` on MBR or when the name is empty.
+    pub name: Option<String>,
+    /// File system UUID as `UUID=` in fstab spells it, if the partition
+    /// contains a file system that has one.
+    pub fs_uuid: Option<String>,
 }
 
 /// Facts about the disk container and its partitions.
@@ -109,6 +116,10 @@ pub struct DiskFacts {
     pub virtual_size: u64,
     /// `gpt`, `msdos`, or empty when the disk has no partition table.
     pub partition_table: String,
+    /// GPT disk GUID in lower case, or the MBR disk signature as eight hex
+    /// digits. `None` without a partition table, or when the reader has no
+    /// way to read it.
+    pub disk_guid: Option<String>,
     pub partitions: Vec<Partition>,
     /// LVM physical volumes found on the disk (device names).
     pub lvm_pvs: Vec<String>,

@@ -77,12 +77,35 @@ pub trait ImageView {
         Ok(out)
     }
 
+    /// Computes the SHA-256 of many regular files as lower-case hex; paths
+    /// that are missing or not regular files are left out of the result.
+    /// Views where each read is a round trip override this to hash the
+    /// files where they are.
+    fn sha256_many(&self, paths: &[String]) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            if let Some(bytes) = self.read(path)? {
+                out.push((path.clone(), sha256_hex(&bytes)));
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads a file as text, replacing invalid UTF-8; `Ok(None)` if missing.
     fn read_text(&self, path: &str) -> Result<Option<String>> {
         Ok(self
             .read(path)?
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
+}
+
+/// Returns the SHA-256 of `bytes` as lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// An [`ImageView`] over a folder of the host, used by unit tests and for

@@ -27,6 +27,9 @@ pub struct TableEntry {
 pub struct Table {
     /// `gpt` or `msdos`, as libguestfs names them; empty without a table.
     pub kind: String,
+    /// GPT disk GUID in lower case, or the MBR disk signature as eight hex
+    /// digits; empty without a table.
+    pub disk_guid: String,
     pub entries: Vec<TableEntry>,
     /// An MBR table with an extended partition, whose logical partitions
     /// this reader does not follow.
@@ -80,6 +83,7 @@ fn read_mbr(mbr: &[u8]) -> Table {
     let disk_id = le32(mbr, 440);
     let mut table = Table {
         kind: "msdos".to_owned(),
+        disk_guid: format!("{disk_id:08x}"),
         ..Table::default()
     };
     for i in 0..4 {
@@ -140,6 +144,7 @@ fn read_gpt(disk: &Disk) -> Result<Table> {
 
     let mut table = Table {
         kind: "gpt".to_owned(),
+        disk_guid: guid_string(&header[56..72]),
         ..Table::default()
     };
     for (index, raw) in entries.chunks(entry_len as usize).enumerate() {
@@ -218,6 +223,7 @@ mod tests {
         mbr[511] = 0xAA;
         let table = read_mbr(&mbr);
         assert_eq!(table.kind, "msdos");
+        assert_eq!(table.disk_guid, "1234abcd");
         assert!(table.has_extended);
         assert_eq!(table.entries.len(), 2);
         assert_eq!(table.entries[0].type_id, "0x83");

@@ -86,6 +86,44 @@ impl Volume {
         }
     }
 
+    /// Computes the SHA-256 of a file that the caller knows to be a
+    /// regular file, streaming it block by block. A symlink at `path` would
+    /// be followed, so callers pass paths that a walk listed as files.
+    pub fn sha256_of_file(&self, path: &str) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        match self {
+            Volume::Ext(fs) => {
+                let mut file = fs
+                    .open(path)
+                    .map_err(ext_error)
+                    .with_context(|| format!("open {path}"))?;
+                let mut hasher = Sha256::new();
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = file
+                        .read_bytes(&mut buf)
+                        .map_err(ext_error)
+                        .with_context(|| format!("read {path}"))?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                }
+                Ok(hasher
+                    .finalize()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect())
+            }
+            Volume::Fat(_) => {
+                let bytes = self
+                    .read(path)?
+                    .with_context(|| format!("{path} is not a regular file"))?;
+                Ok(crate::check::view::sha256_hex(&bytes))
+            }
+        }
+    }
+
     /// Reads up to `len` bytes at `offset` of a regular file.
     pub fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(len.min(1 << 20));

@@ -304,6 +304,7 @@ mod tests {
             size_bytes: 1 << 20,
             type_id: type_id.to_owned(),
             fs_type: fs_type.map(str::to_owned),
+            ..Partition::default()
         }
     }
 

@@ -23,12 +23,28 @@ pub struct Package {
     pub arch: String,
     /// The `Status` field (`install ok installed`); empty in apt indexes.
     pub status: String,
+    /// Name of the source package from the `Source` field, without the
+    /// version in brackets that follows it when the versions differ. Empty
+    /// when the field is absent, because the source has the package's name.
+    pub source: String,
+    /// The `Maintainer` field: a name and an address in angle brackets.
+    pub maintainer: String,
 }
 
 impl Package {
     /// Returns whether dpkg considers the package installed (the third status word).
     pub fn is_installed(&self) -> bool {
         self.status.split_whitespace().nth(2) == Some("installed")
+    }
+
+    /// Returns the source package name, which is the package name when
+    /// the status has no `Source` field.
+    pub fn source_name(&self) -> &str {
+        if self.source.is_empty() {
+            &self.name
+        } else {
+            &self.source
+        }
     }
 
     /// Returns the version without epoch and without the Debian revision
@@ -147,7 +163,7 @@ fn read_rpm_installed(fs: &dyn ImageView, family: Family) -> Result<PackageDb> {
                 version: p.evr(),
                 name: p.name,
                 arch: p.arch,
-                status: String::new(),
+                ..Package::default()
             })
             .collect(),
     }))
@@ -177,6 +193,13 @@ pub fn parse_paragraphs(text: &str) -> Vec<Package> {
             "Version" => current.version = value,
             "Architecture" => current.arch = value,
             "Status" => current.status = value,
+            "Source" => {
+                // `Source: openssl (3.0.11-1)` names a source version
+                // that differs from the binary package's.
+                let name = value.split_whitespace().next().unwrap_or_default();
+                current.source = name.to_string();
+            }
+            "Maintainer" => current.maintainer = value,
             _ => {}
         }
     }
@@ -499,6 +522,22 @@ mod tests {
         assert_eq!(packages[0].arch, "amd64");
         assert!(packages[0].is_installed());
         assert!(!packages[1].is_installed());
+    }
+
+    #[test]
+    fn source_and_maintainer_fields() {
+        let status = "Package: libssl3\nSource: openssl (3.0.11-1)\n\
+            Maintainer: Debian OpenSSL Team <pkg-openssl-devel@alioth-lists.debian.net>\n\n\
+            Package: bash\nMaintainer: Matthias Klose <doko@debian.org>\n";
+        let packages = parse_paragraphs(status);
+        assert_eq!(packages[0].source, "openssl");
+        assert_eq!(packages[0].source_name(), "openssl");
+        assert_eq!(
+            packages[0].maintainer,
+            "Debian OpenSSL Team <pkg-openssl-devel@alioth-lists.debian.net>"
+        );
+        assert_eq!(packages[1].source, "");
+        assert_eq!(packages[1].source_name(), "bash");
     }
 
     #[test]

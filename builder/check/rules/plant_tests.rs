@@ -780,6 +780,7 @@ fn plant_swap_partition_and_unit() {
         size_bytes: GIB,
         type_id: "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F".into(),
         fs_type: Some("swap".into()),
+        ..Default::default()
     });
     fixture.write(
         "/etc/systemd/system/swapfile.swap",
@@ -803,6 +804,7 @@ fn plant_separate_var() {
         size_bytes: GIB,
         type_id: "0FC63DAF-8483-4772-8E79-3D69D8477DE4".into(),
         fs_type: Some("ext4".into()),
+        ..Default::default()
     });
     fixture.write("/etc/fstab", b"UUID=1 / ext4 defaults 0 1\nUUID=3 /var ext4 defaults 0 2\ntmpfs /tmp tmpfs defaults 0 0\n");
     let evidence = assert_only_failure(&fixture, "single-root-partition");

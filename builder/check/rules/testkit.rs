@@ -163,6 +163,7 @@ fn disk_facts(size: u64) -> DiskFacts {
         size_bytes: 0,
         type_id: type_id.to_string(),
         fs_type: fs_type.map(str::to_string),
+        ..Partition::default()
     };
     DiskFacts {
         path: PathBuf::from("out/test.vhd"),
@@ -173,6 +174,7 @@ fn disk_facts(size: u64) -> DiskFacts {
         format: "raw".into(),
         virtual_size: size,
         partition_table: "gpt".into(),
+        disk_guid: None,
         partitions: vec![
             partition(14, 2048, "21686148-6449-6E6F-744E-656564454649", None),
             partition(
