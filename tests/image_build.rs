@@ -1540,4 +1540,35 @@ fn same_recipe_and_lock_give_the_same_bytes() {
         locked_text,
         "a --locked build must leave the lock file as it was"
     );
+
+    // A locked version the mirror does not serve fails the build and names
+    // the package; nothing is written.
+    let missing = locked_text.replacen(
+        "name = \"openssl\"\nversion = \"",
+        "name = \"openssl\"\nversion = \"0.0.0-0forge\"\nold_version = \"",
+        1,
+    );
+    assert_ne!(missing, locked_text, "no openssl entry in the lock");
+    // The edit must stay valid TOML: drop the key the replacement shifted.
+    let missing: String = missing
+        .lines()
+        .filter(|l| !l.starts_with("old_version = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&lock, &missing).unwrap();
+    let out_dir = case.join("missing");
+    let mut command = forge_command(&recipe, &out_dir, &case.display().to_string());
+    command.arg("--locked");
+    let failed = finish_build(command, &recipe, out_dir.clone(), "e2e-repro-1.0.0");
+    assert_eq!(failed.exit_code, Some(1), "stderr:\n{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("openssl (locked 0.0.0-0forge"),
+        "the error does not name the package: {}",
+        failed.stderr
+    );
+    assert!(
+        list_names(&out_dir).is_empty(),
+        "outputs left: {:?}",
+        list_names(&out_dir)
+    );
 }
