@@ -198,10 +198,12 @@ pub struct PackageChange {
 
 /// Compares two package lists by name.
 pub fn compare(old: &[LockedPackage], new: &[LockedPackage]) -> Vec<PackageChange> {
-    let key = |p: &LockedPackage| format!("{}:{}", p.name, p.arch);
-    let old_map: BTreeMap<String, &LockedPackage> = old.iter().map(|p| (key(p), p)).collect();
-    let new_map: BTreeMap<String, &LockedPackage> = new.iter().map(|p| (key(p), p)).collect();
-    let mut names: Vec<&String> = old_map.keys().chain(new_map.keys()).collect();
+    let key = |p: &LockedPackage| (p.name.clone(), p.arch.clone());
+    let old_map: BTreeMap<(String, String), &LockedPackage> =
+        old.iter().map(|p| (key(p), p)).collect();
+    let new_map: BTreeMap<(String, String), &LockedPackage> =
+        new.iter().map(|p| (key(p), p)).collect();
+    let mut names: Vec<&(String, String)> = old_map.keys().chain(new_map.keys()).collect();
     names.sort();
     names.dedup();
     names

@@ -250,6 +250,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 cache_max_size,
                 clamav_db,
                 locked,
+                updating: false,
             };
             let a = build::build(&recipe, &opts)?;
             println!("{}", a.vhd.display());
@@ -272,6 +273,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 cache_max_size,
                 clamav_db,
                 locked: false,
+                updating: true,
             };
             let update = build::update(&recipe, &opts)?;
             let a = &update.artifacts;
@@ -283,7 +285,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(previous) = &update.previous_lock {
                 println!("previous lock {}", previous.display());
             }
-            print!("{}", build::render_changes(&update.changes));
+            match &update.previous_lock {
+                Some(_) => print!("{}", build::render_changes(&update.changes)),
+                None => println!(
+                    "packages: no previous lock to compare with; {} packages locked",
+                    a.lock.packages.len()
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check {

@@ -35,6 +35,9 @@ pub struct BuildOptions {
     pub clamav_db: Option<PathBuf>,
     /// Install exactly the package versions of the recipe's lock file.
     pub locked: bool,
+    /// Set by `forge update`, which replaces the lock on purpose and keeps
+    /// the old one itself.
+    pub updating: bool,
 }
 
 /// State shared by the build steps.
@@ -161,13 +164,13 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
     std::fs::create_dir(&tree)?;
     let lock_path = lock::path_for(recipe_path, &recipe.name);
     let locked = if opts.locked {
-        let lock = Lock::load(&lock_path).with_context(|| {
-            format!(
+        if !lock_path.exists() {
+            bail!(
                 "--locked needs the lock file {}; build once without --locked to write it",
                 lock_path.display()
-            )
-        })?;
-        Some(lock)
+            );
+        }
+        Some(Lock::load(&lock_path)?)
     } else {
         None
     };
@@ -258,7 +261,8 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         let artifacts = outputs.finish(report, sha256, &sbom, ctx.epoch)?;
         // A later `forge check` of the VHD then skips hashing it again.
         crate::hashcache::HashCache::new(&opts.cache_dir).put(&artifacts.vhd, &artifacts.sha256);
-        if ctx.lock.is_none() {
+        if ctx.lock.is_none() && !opts.updating {
+            keep_changed_lock(&lock_path, &new_lock)?;
             new_lock.save(&lock_path)?;
         }
         Ok(Artifacts {
@@ -284,6 +288,34 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
     Ok(artifacts)
 }
 
+/// Before a build replaces a lock whose packages differ from what it
+/// installed, keeps the old one as `<name>.lock.previous` and says so.
+fn keep_changed_lock(lock_path: &Path, new: &Lock) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(lock_path) else {
+        return Ok(());
+    };
+    let changed = match toml::from_str::<Lock>(&text) {
+        Ok(old) => lock::compare(&old.packages, &new.packages).len(),
+        Err(_) => usize::MAX,
+    };
+    if changed == 0 {
+        return Ok(());
+    }
+    let kept = lock_path.with_extension("lock.previous");
+    std::fs::write(&kept, text).with_context(|| format!("failed to write {}", kept.display()))?;
+    let what = if changed == usize::MAX {
+        "could not be read".to_owned()
+    } else {
+        format!("differs in {changed} package(s)")
+    };
+    eprintln!(
+        "warning: the lock file {} {what}; it is replaced, and the old one kept as {}",
+        lock_path.display(),
+        kept.display()
+    );
+    Ok(())
+}
+
 /// Result of [`update`].
 pub struct Update {
     pub artifacts: Artifacts,
@@ -299,11 +331,23 @@ pub fn update(recipe_path: &Path, opts: &BuildOptions) -> Result<Update> {
     let recipe = Recipe::load(recipe_path)?;
     let lock_path = lock::path_for(recipe_path, &recipe.name);
     let previous_text = std::fs::read_to_string(&lock_path).ok();
+    // An unreadable old lock is kept but not compared: updating is how a
+    // broken lock gets replaced.
     let previous = match &previous_text {
-        Some(_) => Some(Lock::load(&lock_path)?),
+        Some(_) => match Lock::load(&lock_path) {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                eprintln!("warning: {e:#}; it is replaced");
+                None
+            }
+        },
         None => None,
     };
-    let artifacts = build(recipe_path, opts)?;
+    let opts = BuildOptions {
+        updating: true,
+        ..opts.clone()
+    };
+    let artifacts = build(recipe_path, &opts)?;
     let mut previous_lock = None;
     if let Some(text) = previous_text {
         let kept = lock_path.with_extension("lock.previous");
@@ -313,7 +357,7 @@ pub fn update(recipe_path: &Path, opts: &BuildOptions) -> Result<Update> {
     }
     let changes = match &previous {
         Some(old) => lock::compare(&old.packages, &artifacts.lock.packages),
-        None => lock::compare(&[], &artifacts.lock.packages),
+        None => Vec::new(),
     };
     Ok(Update {
         artifacts,
@@ -326,7 +370,7 @@ pub fn update(recipe_path: &Path, opts: &BuildOptions) -> Result<Update> {
 /// whether the new version comes from the security suite.
 pub fn render_changes(changes: &[lock::PackageChange]) -> String {
     if changes.is_empty() {
-        return "packages: no change\n".to_owned();
+        return "packages: no change from the previous lock\n".to_owned();
     }
     let mut out = format!("packages: {} changed\n", changes.len());
     out.push_str(&format!(
@@ -337,7 +381,7 @@ pub fn render_changes(changes: &[lock::PackageChange]) -> String {
         out.push_str(&format!(
             "{:<32} {:<28} {:<28} {}\n",
             c.name,
-            c.old.as_deref().unwrap_or("(none)"),
+            c.old.as_deref().unwrap_or("(added)"),
             c.new.as_deref().unwrap_or("(removed)"),
             if c.security { "security" } else { "" }
         ));

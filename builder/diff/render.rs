@@ -54,13 +54,17 @@ pub fn render_text(diff: &Diff) -> String {
         files.changed.len()
     ));
     for f in &files.added {
-        out.push_str(&format!("  + {} ({})\n", f.path, f.kind));
+        out.push_str(&format!("  + {} ({})\n", printable(&f.path), f.kind));
     }
     for f in &files.removed {
-        out.push_str(&format!("  - {} ({})\n", f.path, f.kind));
+        out.push_str(&format!("  - {} ({})\n", printable(&f.path), f.kind));
     }
     for f in &files.changed {
-        out.push_str(&format!("  ~ {}: {}\n", f.path, changes_line(&f.changes)));
+        out.push_str(&format!(
+            "  ~ {}: {}\n",
+            printable(&f.path),
+            changes_line(&f.changes)
+        ));
     }
 
     out.push_str(if diff.identical {
@@ -110,4 +114,33 @@ fn changes_line(changes: &[FieldChange]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Escapes control characters and backslashes in a name from an image, so
+/// that a crafted file name cannot add, split or erase report lines.
+pub fn printable(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("/tmp/a\nb"), "/tmp/a\\nb");
+        assert_eq!(printable("/tmp/\u{1b}[2K"), "/tmp/\\x1b[2K");
+        assert_eq!(printable("/etc/pass wd"), "/etc/pass wd");
+        assert_eq!(printable("a\\b"), "a\\\\b");
+    }
 }
