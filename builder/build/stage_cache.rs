@@ -1044,27 +1044,34 @@ mod tests {
         let entry = fill(&cache, dir.path(), &keys);
         let held = cache.lock(&keys[0]).unwrap();
 
-        let summary = cache.prune(0).unwrap();
-        assert_eq!(summary.removed, 1);
+        let (removed, summary) = prune_until_removed(&cache, 1);
+        assert_eq!(removed, 1);
         assert_eq!(summary.in_use, 1);
         assert_eq!(summary.kept_bytes, entry);
         assert!(cache.contains(&keys[0]), "a locked entry was pruned");
         assert!(!cache.contains(&keys[1]));
         drop(held);
 
-        // A child that another test thread forks in this moment shares the
-        // lock's descriptor until it runs its program, and holds the lock
-        // that long; a prune shortly after still finds the entry free.
+        let (removed, _) = prune_until_removed(&cache, 1);
+        assert_eq!(removed, 1);
+        assert!(!cache.contains(&keys[0]));
+    }
+
+    /// Prunes to size 0 until `want` entries are gone or a second passes,
+    /// and returns the count with the last summary. A child that another
+    /// test thread forks shares every open lock descriptor until it runs
+    /// its program, so a free entry can look locked for that moment.
+    fn prune_until_removed(cache: &StageCache, want: usize) -> (usize, PruneSummary) {
         let mut removed = 0;
         for _ in 0..50 {
-            removed += cache.prune(0).unwrap().removed;
-            if removed > 0 {
-                break;
+            let summary = cache.prune(0).unwrap();
+            removed += summary.removed;
+            if removed >= want {
+                return (removed, summary);
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        assert_eq!(removed, 1);
-        assert!(!cache.contains(&keys[0]));
+        (removed, cache.prune(0).unwrap())
     }
 
     #[test]
