@@ -23,27 +23,58 @@ struct Cli {
     command: Command,
 }
 
+/// Arguments that `forge build` and `forge update` share.
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// Recipe file (TOML).
+    recipe: PathBuf,
+    /// Folder for the VHD and its reports.
+    #[arg(short, long, default_value = "out")]
+    output: PathBuf,
+    /// Folder for downloaded packages and cached build stages, reused by
+    /// later builds.
+    #[arg(long, env = "FORGE_CACHE_DIR", default_value = "/var/cache/forge")]
+    cache_dir: PathBuf,
+    /// Size bound on the stage cache in the cache folder, such as 20GiB.
+    /// After storing a stage, the build deletes the least recently used
+    /// stages to stay under it.
+    #[arg(long, env = "FORGE_CACHE_MAX_SIZE", default_value = "20GiB", value_parser = parse_size)]
+    cache_max_size: u64,
+    /// ClamAV signature database folder for the malware scan.
+    #[arg(long)]
+    clamav_db: Option<PathBuf>,
+}
+
+impl BuildArgs {
+    /// Returns the recipe path and the build options these arguments give.
+    fn into_options(self, locked: bool, updating: bool) -> (PathBuf, BuildOptions) {
+        let opts = BuildOptions {
+            output_dir: self.output,
+            cache_dir: self.cache_dir,
+            cache_max_size: self.cache_max_size,
+            clamav_db: self.clamav_db,
+            locked,
+            updating,
+        };
+        (self.recipe, opts)
+    }
+}
+
+/// Prints the paths of a build's outputs and its checksum on stdout.
+fn print_artifacts(a: &build::Artifacts) {
+    println!("{}", a.vhd.display());
+    println!("sha256 {}", a.sha256);
+    println!("report {}", a.json_report.display());
+    println!("lock {}", a.lock_path.display());
+    println!("sbom {}", a.sbom.display());
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Build a recipe into a checked, fixed VHD.
     Build {
-        /// Recipe file (TOML).
-        recipe: PathBuf,
-        /// Folder for the VHD and its reports.
-        #[arg(short, long, default_value = "out")]
-        output: PathBuf,
-        /// Folder for downloaded packages and cached build stages, reused
-        /// by later builds.
-        #[arg(long, env = "FORGE_CACHE_DIR", default_value = "/var/cache/forge")]
-        cache_dir: PathBuf,
-        /// Size bound on the stage cache in the cache folder, such as 20GiB.
-        /// After storing a stage, the build deletes the least recently used
-        /// stages to stay under it.
-        #[arg(long, env = "FORGE_CACHE_MAX_SIZE", default_value = "20GiB", value_parser = parse_size)]
-        cache_max_size: u64,
-        /// ClamAV signature database folder for the malware scan.
-        #[arg(long)]
-        clamav_db: Option<PathBuf>,
+        #[command(flatten)]
+        args: BuildArgs,
         /// Install exactly the versions in the recipe's lock file
         /// (`<name>.lock` beside the recipe).
         #[arg(long)]
@@ -52,21 +83,8 @@ enum Command {
     /// Rebuild a recipe with the mirror's current packages, refresh its lock
     /// file and list the packages that changed.
     Update {
-        /// Recipe file (TOML).
-        recipe: PathBuf,
-        /// Folder for the VHD and its reports.
-        #[arg(short, long, default_value = "out")]
-        output: PathBuf,
-        /// Folder for downloaded packages and cached stages, reused by
-        /// later builds.
-        #[arg(long, env = "FORGE_CACHE_DIR", default_value = "/var/cache/forge")]
-        cache_dir: PathBuf,
-        /// Size bound of the stage cache, as `20GiB` or a number of bytes.
-        #[arg(long, env = "FORGE_CACHE_MAX_SIZE", default_value = "20GiB", value_parser = parse_size)]
-        cache_max_size: u64,
-        /// ClamAV signature database folder for the malware scan.
-        #[arg(long)]
-        clamav_db: Option<PathBuf>,
+        #[command(flatten)]
+        args: BuildArgs,
     },
     /// Manage forge's cache folder.
     Cache {
@@ -236,60 +254,23 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Build {
-            recipe,
-            output,
-            cache_dir,
-            cache_max_size,
-            clamav_db,
-            locked,
-        } => {
-            let opts = BuildOptions {
-                output_dir: output,
-                cache_dir,
-                cache_max_size,
-                clamav_db,
-                locked,
-                updating: false,
-            };
-            let a = build::build(&recipe, &opts)?;
-            println!("{}", a.vhd.display());
-            println!("sha256 {}", a.sha256);
-            println!("report {}", a.json_report.display());
-            println!("lock {}", a.lock_path.display());
-            println!("sbom {}", a.sbom.display());
+        Command::Build { args, locked } => {
+            let (recipe, opts) = args.into_options(locked, false);
+            print_artifacts(&build::build(&recipe, &opts)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Update {
-            recipe,
-            output,
-            cache_dir,
-            cache_max_size,
-            clamav_db,
-        } => {
-            let opts = BuildOptions {
-                output_dir: output,
-                cache_dir,
-                cache_max_size,
-                clamav_db,
-                locked: false,
-                updating: true,
-            };
+        Command::Update { args } => {
+            let (recipe, opts) = args.into_options(false, true);
             let update = build::update(&recipe, &opts)?;
-            let a = &update.artifacts;
-            println!("{}", a.vhd.display());
-            println!("sha256 {}", a.sha256);
-            println!("report {}", a.json_report.display());
-            println!("lock {}", a.lock_path.display());
-            println!("sbom {}", a.sbom.display());
-            if let Some(previous) = &update.previous_lock {
-                println!("previous lock {}", previous.display());
-            }
+            print_artifacts(&update.artifacts);
             match &update.previous_lock {
-                Some(_) => print!("{}", build::render_changes(&update.changes)),
+                Some(previous) => {
+                    println!("previous lock {}", previous.display());
+                    print!("{}", build::render_changes(&update.changes));
+                }
                 None => println!(
                     "packages: no previous lock to compare with; {} packages locked",
-                    a.lock.packages.len()
+                    update.artifacts.lock.packages.len()
                 ),
             }
             Ok(ExitCode::SUCCESS)
