@@ -48,15 +48,7 @@ fn derived_uuid(seed: &str, label: &str) -> String {
     // Version 4 and RFC 4122 variant bits, so tools accept it as a UUID.
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    super::output::uuid_text(&b)
 }
 
 impl DiskIds {

@@ -124,15 +124,8 @@ fn fat(head: &[u8]) -> Option<Probe> {
 
 /// Formats 16 bytes as a UUID in byte order.
 fn uuid_be(bytes: &[u8]) -> String {
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let bytes: &[u8; 16] = bytes.try_into().expect("a UUID is 16 bytes");
+    crate::build::output::uuid_text(bytes)
 }
 
 /// Decodes a NUL- or space-padded label; `None` when blank.
