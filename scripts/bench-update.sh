@@ -7,8 +7,8 @@
 # The recipe must have been built once, so that its lock file exists. The
 # script edits the lock's version of PACKAGE, so forge update reports that
 # one package as changed. The mirror itself is unchanged, so the stage cache
-# still has the bootstrap; a real update on the mirror changes its package
-# indexes, and the bootstrap then runs again.
+# still has the bootstrap. A real update on the mirror changes its package
+# indexes, so the bootstrap then runs again.
 set -euo pipefail
 
 recipe=$1

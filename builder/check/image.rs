@@ -10,7 +10,8 @@ use crate::direct::{DirectImage, Opened};
 use crate::guestfs::GuestImage;
 use crate::hashcache::HashCache;
 
-/// Whether [`check_image`] computes the image's sha256 for the report.
+/// Choice of whether [`check_image`] computes the image's sha256 for the
+/// report.
 pub enum Hashing {
     /// Leave the report's `sha256` empty, for callers that hash the file
     /// themselves (hashing 30 GiB takes about 20 s).
@@ -32,39 +33,33 @@ pub fn check_image(image: &Path, policy: &Policy, hash: Hashing) -> Result<Repor
             }))
         }
     };
-    let findings;
-    let os;
-    match open_direct(image)? {
-        Some(direct) => {
-            os = direct.os().cloned().unwrap_or_default();
-            let policy = effective_policy(policy, direct.view())?;
-            let subject = Subject {
-                disk: direct.disk(),
-                fs: direct.view(),
-                os: &os,
-                policy: &policy,
-            };
-            findings = run_rules(&subject);
+    // Whichever reader opens the image must outlive the borrows below.
+    let direct;
+    let guest;
+    let (disk, fs, found_os) = match open_direct(image)? {
+        Some(opened) => {
+            direct = opened;
+            (direct.disk(), direct.view(), direct.os())
         }
         None => {
-            let guest = GuestImage::open(image)?;
+            guest = GuestImage::open(image)?;
             if guest.disk().partitions.is_empty() && guest.os().is_none() {
                 anyhow::bail!(
                     "{} has no partition table and no operating system; is it a disk image?",
                     image.display()
                 );
             }
-            os = guest.os().cloned().unwrap_or_default();
-            let policy = effective_policy(policy, guest.view())?;
-            let subject = Subject {
-                disk: guest.disk(),
-                fs: guest.view(),
-                os: &os,
-                policy: &policy,
-            };
-            findings = run_rules(&subject);
+            (guest.disk(), guest.view(), guest.os())
         }
-    }
+    };
+    let os = found_os.cloned().unwrap_or_default();
+    let policy = effective_policy(policy, fs)?;
+    let findings = run_rules(&Subject {
+        disk,
+        fs,
+        os: &os,
+        policy: &policy,
+    });
     let sha256 = match hashing {
         Some(handle) => handle
             .join()
@@ -80,7 +75,7 @@ pub fn check_image(image: &Path, policy: &Policy, hash: Hashing) -> Result<Repor
 }
 
 /// Returns `policy`, plus the policy recorded in the image when
-/// `policy.from_image` asks for it.
+/// `policy.from_image` is set.
 fn effective_policy(policy: &Policy, fs: Option<&dyn ImageView>) -> Result<Policy> {
     let mut effective = policy.clone();
     if let (true, Some(fs)) = (policy.from_image, fs) {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::rules::{self, WAIVABLE};
 use super::{ImageView, Policy, Waiver};
 
-/// Where a build records the product policy in the image.
+/// Path of the product policy that a build records in the image.
 pub const IMAGE_POLICY_PATH: &str = "/etc/forge/policy.toml";
 
 #[derive(Serialize, Deserialize)]
@@ -140,6 +140,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut policy = Policy::default();
         assert!(!apply_image_policy(&mut policy, &DirView::new(dir.path())).unwrap());
-        assert!(policy.waivers.is_empty() && policy.declared_units.is_empty());
+        assert!(policy.waivers.is_empty());
+        assert!(policy.declared_units.is_empty());
     }
 }

@@ -591,8 +591,7 @@ impl ImageView for DirectImage {
 /// Deepest folder nesting the walk follows. Real trees stay far below it.
 const MAX_DEPTH: usize = 100;
 
-/// Returns the folder `up` levels above `path`'s parent chain, counting
-/// `path` itself as one level.
+/// Returns the folder `up` levels above `path`: 1 gives its parent.
 fn ancestor_path(path: &str, up: usize) -> String {
     let mut p = path.to_owned();
     for _ in 0..up {
