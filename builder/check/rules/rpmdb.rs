@@ -219,47 +219,47 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
     if a == b {
         return Ordering::Equal;
     }
-    let (mut one, mut two) = (a.as_bytes(), b.as_bytes());
+    let (mut left, mut right) = (a.as_bytes(), b.as_bytes());
     let is_separator = |c: &u8| !c.is_ascii_alphanumeric() && *c != b'~' && *c != b'^';
     loop {
-        while one.first().is_some_and(is_separator) {
-            one = &one[1..];
+        while left.first().is_some_and(is_separator) {
+            left = &left[1..];
         }
-        while two.first().is_some_and(is_separator) {
-            two = &two[1..];
+        while right.first().is_some_and(is_separator) {
+            right = &right[1..];
         }
-        if one.first() == Some(&b'~') || two.first() == Some(&b'~') {
-            if one.first() != Some(&b'~') {
+        if left.first() == Some(&b'~') || right.first() == Some(&b'~') {
+            if left.first() != Some(&b'~') {
                 return Ordering::Greater;
             }
-            if two.first() != Some(&b'~') {
+            if right.first() != Some(&b'~') {
                 return Ordering::Less;
             }
-            one = &one[1..];
-            two = &two[1..];
+            left = &left[1..];
+            right = &right[1..];
             continue;
         }
-        if one.first() == Some(&b'^') || two.first() == Some(&b'^') {
-            if one.is_empty() {
+        if left.first() == Some(&b'^') || right.first() == Some(&b'^') {
+            if left.is_empty() {
                 return Ordering::Less;
             }
-            if two.is_empty() {
+            if right.is_empty() {
                 return Ordering::Greater;
             }
-            if one.first() != Some(&b'^') {
+            if left.first() != Some(&b'^') {
                 return Ordering::Greater;
             }
-            if two.first() != Some(&b'^') {
+            if right.first() != Some(&b'^') {
                 return Ordering::Less;
             }
-            one = &one[1..];
-            two = &two[1..];
+            left = &left[1..];
+            right = &right[1..];
             continue;
         }
-        if one.is_empty() || two.is_empty() {
+        if left.is_empty() || right.is_empty() {
             break;
         }
-        let numeric = one[0].is_ascii_digit();
+        let numeric = left[0].is_ascii_digit();
         let run = |s: &[u8]| {
             s.iter()
                 .take_while(|c| {
@@ -271,8 +271,8 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
                 })
                 .count()
         };
-        let (len_one, len_two) = (run(one), run(two));
-        if len_two == 0 {
+        let (left_len, right_len) = (run(left), run(right));
+        if right_len == 0 {
             // Runs of different kinds: a number is newer than letters.
             return if numeric {
                 Ordering::Greater
@@ -280,7 +280,7 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
                 Ordering::Less
             };
         }
-        let (run_one, run_two) = (&one[..len_one], &two[..len_two]);
+        let (run_one, run_two) = (&left[..left_len], &right[..right_len]);
         let order = if numeric {
             let trim = |s: &[u8]| {
                 let zeros = s.iter().take_while(|&&c| c == b'0').count();
@@ -294,10 +294,10 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
         if order != Ordering::Equal {
             return order;
         }
-        one = &one[len_one..];
-        two = &two[len_two..];
+        left = &left[left_len..];
+        right = &right[right_len..];
     }
-    match (one.is_empty(), two.is_empty()) {
+    match (left.is_empty(), right.is_empty()) {
         (true, true) => Ordering::Equal,
         (false, _) => Ordering::Greater,
         (true, false) => Ordering::Less,

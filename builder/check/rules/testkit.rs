@@ -227,6 +227,7 @@ impl Fixture {
         fixture.write_base_system();
         fixture.remove("/etc/network/interfaces");
         fixture.remove("/etc/ufw/ufw.conf");
+
         fixture.write(
             "/usr/lib/os-release",
             b"NAME=\"Red Hat Enterprise Linux\"\nVERSION_ID=\"9.3\"\nID=\"rhel\"\nID_LIKE=\"fedora\"\n",
@@ -235,6 +236,7 @@ impl Fixture {
         fixture.write_rpm_accounts_and_ssh();
         fixture.write_rpmdb("rhel9.sqlite", "/var/lib/rpm");
         fixture.write_rpm_units("waagent.service");
+
         fixture.write(
             "/etc/sysconfig/network-scripts/ifcfg-eth0",
             b"DEVICE=eth0\nONBOOT=yes\nBOOTPROTO=dhcp\nTYPE=Ethernet\nUSERCTL=no\n",
@@ -248,6 +250,7 @@ impl Fixture {
             b"[connection]\nid=eth0\ntype=ethernet\ninterface-name=eth0\n\n\
               [ipv4]\nmethod=auto\n\n[ipv6]\nmethod=auto\n",
         );
+
         fixture.write("/boot/grub2/grub.cfg", RHEL_GRUB_CFG.as_bytes());
         fixture.write("/boot/grub2/grubenv", &grubenv(RHEL_KERNELOPTS));
         fixture.write(
