@@ -3,8 +3,9 @@
 //!
 //! An entry is keyed by the file's device and inode and is valid only while
 //! the file's size, modification time and change time stay as recorded.
-//! Any write to the file moves its change time, and no user can set a
-//! change time back, so a stale entry is never used.
+//! Any write to the file moves its change time, and no system call sets a
+//! change time to a chosen value, so a stale entry is not used unless the
+//! system clock itself is moved back.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;

@@ -83,8 +83,8 @@ pub fn remove_without_trace(tree: &Path, path: &str) -> Result<()> {
 ///
 /// `mkfs.ext4 -d` adds entries in the order the host lists them, and on an
 /// ext4 host that order depends on the host file system's hash seed.
-/// `dest` should be on tmpfs, which lists entries in reverse order of
-/// creation: the same order on every machine.
+/// `dest` should be on tmpfs, which listed entries newest first in tests
+/// here, so the order follows from the name-ordered creation alone.
 pub fn sorted_copy(tree: &Path, dest: &Path) -> Result<()> {
     Cmd::new("bash")
         .arg("-c")
