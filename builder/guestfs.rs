@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -339,6 +340,75 @@ impl GuestImage {
             }
         }
         let _ = std::fs::remove_file(&archive);
+        Ok(())
+    }
+}
+
+impl GuestImage {
+    /// Copies the whole OS tree, every file system mounted where the
+    /// image's fstab puts it, into the empty folder `dest`, keeping owners,
+    /// modes, times, hard links, extended attributes (file capabilities
+    /// included), SELinux labels and ACLs.
+    ///
+    /// The appliance's tar streams into a FIFO that the host's tar unpacks
+    /// from, so the archive never lands on disk. Swap partitions and LVM
+    /// metadata are not files of the tree, so they stay behind.
+    pub fn export_tree(&self, dest: &Path) -> Result<()> {
+        if self.os.is_none() {
+            bail!("no operating system found in the image, so there is no tree to copy");
+        }
+        let fifo = self.scratch.path().join("export.fifo");
+        let fifo_c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes())?;
+        // SAFETY: the path is a valid NUL-terminated string.
+        if unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("failed to create {}", fifo.display()));
+        }
+        let unpack = crate::exec::Cmd::new("tar")
+            .args([
+                "-x",
+                "--numeric-owner",
+                "--same-permissions",
+                "--same-owner",
+                "--xattrs",
+                "--xattrs-include=*",
+                "--acls",
+                "--selinux",
+                "--exclude=./dev/*",
+            ])
+            .arg("-f")
+            .arg(&fifo)
+            .arg("-C")
+            .arg(dest)
+            .label("unpack the image's tree");
+        let reader = std::thread::spawn(move || unpack.run());
+        let opts = guestfs::TarOutOptArgs {
+            compress: None,
+            numericowner: Some(true),
+            excludes: None,
+            xattrs: Some(true),
+            selinux: Some(true),
+            acls: Some(true),
+        };
+        let fifo_str = fifo.to_str().context("scratch path is not valid UTF-8")?;
+        let sent = self
+            .g()
+            .tar_out("/", fifo_str, opts)
+            .guest_context(|| "archive the OS tree".to_owned());
+        if sent.is_err() {
+            // If the appliance failed before it opened the FIFO, the reader
+            // still waits for a writer; opening and closing ends its input.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo);
+        }
+        let unpacked = reader
+            .join()
+            .map_err(|_| anyhow!("the thread unpacking the tree panicked"))?;
+        sent?;
+        unpacked.context("failed to unpack the image's tree")?;
+        let _ = std::fs::remove_file(&fifo);
         Ok(())
     }
 }

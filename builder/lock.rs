@@ -123,6 +123,32 @@ pub fn path_for(recipe_path: &Path, name: &str) -> PathBuf {
         .join(format!("{name}.lock"))
 }
 
+/// Reads the installed packages of an rpm-based tree from its package
+/// database (`rpmdb.sqlite`, as RHEL 9 and SUSE 15 SP5 and later keep it).
+pub fn installed_rpm_packages(tree: &Path) -> Result<Vec<LockedPackage>> {
+    use crate::check::rules::rpmdb::{self, DbFormat};
+    let view = crate::check::DirView::new(tree);
+    let Some((path, format)) = rpmdb::locate(&view)? else {
+        bail!(
+            "the image has no rpm package database in {}",
+            rpmdb::searched_dirs()
+        );
+    };
+    if format != DbFormat::Sqlite {
+        bail!("the image's rpm database {path} is not rpmdb.sqlite, the only format forge reads");
+    }
+    Ok(rpmdb::read_sqlite(&view, &path)?
+        .into_iter()
+        .filter(|p| !p.arch.is_empty())
+        .map(|p| LockedPackage {
+            version: p.evr(),
+            name: p.name,
+            arch: p.arch,
+            security: false,
+        })
+        .collect())
+}
+
 /// Reads the installed packages from a dpkg status file.
 pub fn installed_packages(status: &str) -> Vec<LockedPackage> {
     let mut out = Vec::new();

@@ -32,9 +32,56 @@ pub struct Recipe {
     pub waivers: Vec<Waiver>,
 }
 
-/// Source of the OS.
+/// Where the OS comes from.
 #[derive(Clone, Debug)]
-pub struct Base {
+pub enum Base {
+    /// Debian, bootstrapped from packages.
+    Debian(DebianBase),
+    /// An existing Linux cloud image, copied file by file.
+    Image(ImageBase),
+}
+
+impl Base {
+    /// The Debian bootstrap settings, or `None` for an image base.
+    pub fn debian(&self) -> Option<&DebianBase> {
+        match self {
+            Base::Debian(d) => Some(d),
+            Base::Image(_) => None,
+        }
+    }
+
+    /// The recipe's package mirror, if it names one.
+    pub fn mirror(&self) -> Option<&str> {
+        match self {
+            Base::Debian(d) => d.mirror.as_deref(),
+            Base::Image(_) => None,
+        }
+    }
+}
+
+/// An existing disk image to start from.
+#[derive(Clone, Debug)]
+pub struct ImageBase {
+    /// Absolute path of the image: qcow2, raw, VHD or VHDX.
+    pub path: PathBuf,
+    /// Expected sha256 of the image file, lowercase hex.
+    pub sha256: String,
+    /// Where the layers get packages.
+    pub packages_from: PackageSource,
+}
+
+/// The package source of layers on an image base.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PackageSource {
+    /// The repositories the image itself is configured with.
+    ImageRepositories,
+    /// A folder of package files (`.deb` or `.rpm`), absolute path.
+    Folder(PathBuf),
+}
+
+/// A Debian base bootstrapped from packages.
+#[derive(Clone, Debug)]
+pub struct DebianBase {
     pub distro: String,
     pub release: String,
     /// Debian architecture name (`amd64`).
@@ -53,6 +100,9 @@ pub struct Layer {
     /// Commands run inside the image, each an argv list.
     pub run: Vec<Vec<String>>,
     pub enable: Vec<String>,
+    /// Upgrade every installed package before installing `packages`. Set
+    /// only on the layer forge adds to an image base.
+    pub upgrade: bool,
 }
 
 #[derive(Deserialize)]
@@ -72,10 +122,13 @@ struct RawRecipe {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBase {
-    distro: String,
-    release: String,
-    arch: String,
+    distro: Option<String>,
+    release: Option<String>,
+    arch: Option<String>,
     mirror: Option<String>,
+    image: Option<String>,
+    sha256: Option<String>,
+    repository: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -159,7 +212,8 @@ impl Recipe {
         check_name(&raw.name, "name").with_context(|| format!("{file}: invalid key `name`"))?;
         check_name(&raw.version, "version")
             .with_context(|| format!("{file}: invalid key `version`"))?;
-        let base = validate_base(raw.base).with_context(|| format!("{file}: invalid [base]"))?;
+        let base = validate_base(raw.base, &recipe_dir)
+            .with_context(|| format!("{file}: invalid [base]"))?;
         let disk_size = match raw.disk.and_then(|d| d.size) {
             None => DEFAULT_DISK_SIZE,
             Some(v) => {
@@ -234,36 +288,109 @@ fn clip(value: &str) -> String {
     }
 }
 
-fn validate_base(raw: RawBase) -> Result<Base> {
-    if raw.distro != "debian" {
-        bail!("distro {:?} is not supported; use \"debian\"", raw.distro);
+fn validate_base(raw: RawBase, recipe_dir: &Path) -> Result<Base> {
+    if raw.image.is_some() {
+        return validate_image_base(raw, recipe_dir).map(Base::Image);
     }
-    if raw.release != "bookworm" {
-        bail!(
-            "release {:?} is not supported; use \"bookworm\" (Debian 12)",
-            raw.release
-        );
-    }
-    let deb_arch = match raw.arch.as_str() {
-        "x86_64" | "amd64" => "amd64",
-        "i386" | "i486" | "i586" | "i686" | "x86" | "armhf" | "armel" | "arm" | "armv7" => {
-            bail!(
-                "arch {:?} is 32-bit; Azure Marketplace images must be 64-bit, use \"x86_64\"",
-                raw.arch
-            )
+    for (key, value) in [("sha256", &raw.sha256), ("repository", &raw.repository)] {
+        if value.is_some() {
+            bail!("`{key}` belongs to an image base; add `image = \"path\"` or remove `{key}`");
         }
-        other => bail!("arch {other:?} is not supported; use \"x86_64\""),
+    }
+    let (Some(distro), Some(release), Some(arch)) = (raw.distro, raw.release, raw.arch) else {
+        bail!(
+            "give either `image` and `sha256` (an existing cloud image), or `distro`, \
+             `release` and `arch` (a Debian bootstrap)"
+        );
     };
+    if distro != "debian" {
+        bail!("distro {distro:?} is not supported; use \"debian\", or start from an image with `image`");
+    }
+    if release != "bookworm" {
+        bail!("release {release:?} is not supported; use \"bookworm\" (Debian 12)");
+    }
+    let deb_arch = check_arch(&arch)?;
     if let Some(m) = &raw.mirror {
         if !(m.starts_with("http://") || m.starts_with("https://") || m.starts_with("file:/")) {
             bail!("mirror {m:?} must be an http://, https:// or file:/ URL");
         }
     }
-    Ok(Base {
-        distro: raw.distro,
-        release: raw.release,
+    Ok(Base::Debian(DebianBase {
+        distro,
+        release,
         deb_arch: deb_arch.to_string(),
         mirror: raw.mirror,
+    }))
+}
+
+fn check_arch(arch: &str) -> Result<&'static str> {
+    match arch {
+        "x86_64" | "amd64" => Ok("amd64"),
+        "i386" | "i486" | "i586" | "i686" | "x86" | "armhf" | "armel" | "arm" | "armv7" => {
+            bail!(
+                "arch {arch:?} is 32-bit; Azure Marketplace images must be 64-bit, use \"x86_64\""
+            )
+        }
+        other => bail!("arch {other:?} is not supported; use \"x86_64\""),
+    }
+}
+
+fn validate_image_base(raw: RawBase, recipe_dir: &Path) -> Result<ImageBase> {
+    for (key, value) in [
+        ("distro", &raw.distro),
+        ("release", &raw.release),
+        ("mirror", &raw.mirror),
+    ] {
+        if value.is_some() {
+            bail!("`{key}` does not apply to an image base: the image decides it; remove `{key}`");
+        }
+    }
+    if let Some(arch) = &raw.arch {
+        check_arch(arch)?;
+    }
+    let written = raw.image.unwrap_or_default();
+    if written.trim().is_empty() {
+        bail!("image is empty; give the path of a qcow2, raw, VHD or VHDX file");
+    }
+    let path = recipe_dir.join(&written);
+    let meta = fs::metadata(&path)
+        .with_context(|| format!("image {written:?} not found at {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("image {written:?} ({}) is not a regular file", path.display());
+    }
+    let path = fs::canonicalize(&path)?;
+    let Some(sha256) = raw.sha256 else {
+        bail!(
+            "an image base needs `sha256`, the checksum of {written:?}; \
+             run `sha256sum {}` and copy the digest",
+            path.display()
+        );
+    };
+    let sha256 = sha256.trim().to_ascii_lowercase();
+    if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!("sha256 {:?} is not 64 hexadecimal digits", clip(&sha256));
+    }
+    let packages_from = match raw.repository {
+        None => PackageSource::ImageRepositories,
+        Some(rel) if rel.trim().is_empty() => {
+            bail!("repository is empty; give a folder of packages relative to the recipe")
+        }
+        Some(rel) => {
+            let dir = recipe_dir.join(&rel);
+            if !dir.is_dir() {
+                bail!(
+                    "repository {rel:?} ({}) is not a folder; give a folder of .deb or .rpm \
+                     files relative to the recipe",
+                    dir.display()
+                );
+            }
+            PackageSource::Folder(fs::canonicalize(&dir)?)
+        }
+    };
+    Ok(ImageBase {
+        path,
+        sha256,
+        packages_from,
     })
 }
 
@@ -338,6 +465,7 @@ fn validate_layer(raw: RawLayer, recipe_dir: &Path) -> Result<Layer> {
         overlay,
         run: raw.run,
         enable: raw.enable,
+        upgrade: false,
     })
 }
 

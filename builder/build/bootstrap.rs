@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::Context as BuildContext;
 use crate::exec::Cmd;
-use crate::recipe::Base;
+use crate::recipe::DebianBase;
 
 /// Packages every image gets, beyond mmdebstrap's `apt` variant.
 ///
@@ -195,7 +195,7 @@ impl Plan {
     /// Finds the mirrors and apt options for the recipe's base.
     /// `lock_mirror` is the lock file's mirror, used when the recipe names
     /// none.
-    pub fn new(base: &Base, lock_mirror: Option<&str>) -> Result<Self> {
+    pub fn new(base: &DebianBase, lock_mirror: Option<&str>) -> Result<Self> {
         let mirrors = find_mirrors(&base.release, base.mirror.as_deref().or(lock_mirror))?;
         let mut apt_options = Vec::new();
         if host_skips_valid_until() {

@@ -77,6 +77,7 @@ pub fn enter(tree: &Path, env: &[String], dev_links: &[String], argv: &[OsString
         bail!("no command given");
     }
     mount_api_filesystems(tree)?;
+    bind_host_resolver(tree)?;
     for link in dev_links {
         let (name, target) = link
             .split_once('=')
@@ -179,6 +180,52 @@ fn mount_api_filesystems(tree: &Path) -> Result<()> {
         libc::MS_NOSUID | libc::MS_NODEV,
         "mode=0755",
     )?;
+    Ok(())
+}
+
+/// Shows the host's resolver file at the tree's `/etc/resolv.conf`, where
+/// a symlink there points, so that package managers inside reach their
+/// repositories by name. An image base's own file names the nameservers of
+/// the network it was made in. The bind mount ends with the namespace and
+/// leaves the tree's file as it was.
+fn bind_host_resolver(tree: &Path) -> Result<()> {
+    let host = Path::new("/etc/resolv.conf");
+    if !host.is_file() {
+        return Ok(());
+    }
+    let target = super::tree::resolve_all(tree, "/etc/resolv.conf")?;
+    if !target.exists() {
+        // Creating a file is harmless under the fresh /run, and elsewhere
+        // the hardening step removes /etc/resolv.conf anyway.
+        let Some(parent) = target.parent() else {
+            return Ok(());
+        };
+        if std::fs::create_dir_all(parent).is_err() || std::fs::write(&target, b"").is_err() {
+            return Ok(());
+        }
+    }
+    if !target.is_file() {
+        return Ok(());
+    }
+    let source = cstring(host.as_os_str())?;
+    let dest = cstring(target.as_os_str())?;
+    // SAFETY: both are valid NUL-terminated paths; a bind mount takes no
+    // file system type or data.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            dest.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| {
+                format!("failed to show the host's resolver at {}", target.display())
+            });
+    }
     Ok(())
 }
 

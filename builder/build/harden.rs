@@ -506,7 +506,7 @@ mod tests {
             cache_dir: "/nonexistent".into(),
             epoch: 1_700_000_000,
             lock: None,
-            plan: crate::build::bootstrap::Plan {
+            plan: Some(crate::build::bootstrap::Plan {
                 release: "bookworm".into(),
                 deb_arch: "amd64".into(),
                 mirrors: crate::build::bootstrap::Mirrors {
@@ -516,8 +516,14 @@ mod tests {
                 mmdebstrap_options: Vec::new(),
                 packages: Vec::new(),
                 apt_options: Vec::new(),
-            },
+            }),
             index_releases: Vec::new(),
+            family: crate::check::rules::family::Family::Debian,
+            packages: crate::build::packages::PackageManager {
+                family: crate::check::rules::family::Family::Debian,
+                local: false,
+            },
+            layers: Vec::new(),
             _work: work,
         }
     }

@@ -24,17 +24,18 @@ fn apply(ctx: &BuildContext, layer: &Layer) -> Result<()> {
         Ok(())
     };
 
+    let pm = &ctx.packages;
+    if layer.upgrade {
+        tracing::info!("layer {}: upgrading installed packages", layer.name);
+        in_tree(pm.upgrade()).with_context(|| pm.failure_hint())?;
+    }
     if !layer.packages.is_empty() {
         tracing::info!(
             "layer {}: installing {}",
             layer.name,
             layer.packages.join(" ")
         );
-        let mut argv: Vec<String> = ["apt-get", "install", "-y", "-q", "--no-install-recommends"]
-            .map(String::from)
-            .into();
-        argv.extend(layer.packages.iter().cloned());
-        in_tree(argv).context("installing packages failed")?;
+        in_tree(pm.install(&layer.packages)).with_context(|| pm.failure_hint())?;
     }
 
     if let Some(overlay) = &layer.overlay {

@@ -4,9 +4,11 @@ pub mod bootstrap;
 pub mod chroot;
 pub mod disk;
 pub mod harden;
+pub mod import;
 pub mod layers;
 pub mod mirror;
 pub mod output;
+pub mod packages;
 pub mod reproducible;
 pub mod stage_cache;
 pub mod stage_key;
@@ -20,8 +22,9 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::check::{self, Status, Verdict};
 use crate::exec;
+use crate::check::rules::family::Family;
 use crate::lock::{self, Lock};
-use crate::recipe::Recipe;
+use crate::recipe::{Base, Layer, Recipe};
 
 /// Options of one build that do not come from the recipe.
 #[derive(Clone, Debug)]
@@ -51,10 +54,17 @@ pub struct Context {
     pub epoch: u64,
     /// The lock whose versions a `--locked` build installs.
     pub lock: Option<Lock>,
-    /// What the bootstrap hands to mmdebstrap.
-    pub plan: bootstrap::Plan,
+    /// What the bootstrap hands to mmdebstrap; `None` for an image base.
+    pub plan: Option<bootstrap::Plan>,
     /// The mirror's `InRelease` files, fetched when the build started.
     pub index_releases: Vec<bootstrap::IndexRelease>,
+    /// The distribution family of the tree.
+    pub family: Family,
+    /// How the layers install packages.
+    pub packages: packages::PackageManager,
+    /// The layers to apply: the recipe's, after the one forge adds to an
+    /// image base.
+    pub layers: Vec<Layer>,
     _work: tempfile::TempDir,
 }
 
@@ -149,7 +159,10 @@ impl Progress {
 /// Builds the recipe at `recipe_path` into a checked, fixed VHD.
 pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
     let recipe = Recipe::load(recipe_path)?;
-    preflight()?;
+    if let Base::Image(image) = &recipe.base {
+        import::verify_pin(image, &opts.cache_dir)?;
+    }
+    preflight(&recipe)?;
     std::fs::create_dir_all(&opts.output_dir).with_context(|| {
         format!(
             "failed to create output folder {}",
@@ -175,10 +188,18 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         None
     };
     let lock_mirror = locked.as_ref().and_then(|l| l.mirror.as_deref());
-    let plan = bootstrap::Plan::new(&recipe.base, lock_mirror)?;
-    let index_releases = bootstrap::fetch_index_releases(&plan)?;
-    let epoch = build_epoch(locked.as_ref(), &index_releases)?;
-    let ctx = Context {
+    let (plan, index_releases, epoch) = match &recipe.base {
+        Base::Debian(debian) => {
+            let plan = bootstrap::Plan::new(debian, lock_mirror)?;
+            let index_releases = bootstrap::fetch_index_releases(&plan)?;
+            let epoch = build_epoch(locked.as_ref(), &index_releases)?;
+            (Some(plan), index_releases, epoch)
+        }
+        // Known once the image's tree is copied.
+        Base::Image(_) => (None, Vec::new(), 0),
+    };
+    let layers = recipe.layers.clone();
+    let mut ctx = Context {
         recipe,
         tree,
         cache_dir: opts.cache_dir.clone(),
@@ -186,23 +207,44 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         lock: locked,
         plan,
         index_releases,
+        family: Family::Debian,
+        packages: packages::PackageManager {
+            family: Family::Debian,
+            local: false,
+        },
+        layers,
         _work: work,
     };
     let mut outputs = output::Pending::new(&opts.output_dir, &ctx.recipe.artifact_stem());
+    let image_base = match &ctx.recipe.base {
+        Base::Image(image) => Some(image.clone()),
+        Base::Debian(_) => None,
+    };
     let mut progress = Progress {
-        total: 7,
+        total: if image_base.is_some() { 8 } else { 7 },
         done: 0,
         started: Instant::now(),
     };
 
     let stage_cache = stage_cache::StageCache::new(&opts.cache_dir, opts.cache_max_size);
-    let stages = progress.step_noted("bootstrap Debian", || {
-        stages::bootstrap_step(&ctx, &stage_cache)
-    })?;
+    let stages = match &image_base {
+        None => progress.step_noted("bootstrap Debian", || {
+            stages::bootstrap_step(&ctx, &stage_cache)
+        })?,
+        Some(image) => {
+            let key = progress.step_noted("copy the base image", || {
+                stages::image_step(&ctx, &stage_cache, image)
+            })?;
+            progress.step("prepare the base image", || {
+                stages::prepare_image(&mut ctx, image, key)
+            })?
+        }
+    };
     progress.step_noted("apply layers", || {
         let note = stages::layers_step(&ctx, &stage_cache, &stages)?;
         Ok(((), note))
     })?;
+    packages::remove_local_repo(&ctx)?;
     reproducible::remove_without_trace(&ctx.tree, bootstrap::LOCK_PREFERENCES)?;
     progress.step("harden", || harden::run(&ctx))?;
     let new_lock = read_lock(&ctx)?;
@@ -393,18 +435,25 @@ pub fn render_changes(changes: &[lock::PackageChange]) -> String {
 /// `--locked` build fails here when it did not get the locked versions.
 fn read_lock(ctx: &Context) -> Result<Lock> {
     let lists = tree::resolve_all(&ctx.tree, "/var/lib/apt/lists")?;
-    let status = tree::read(&ctx.tree, "/var/lib/dpkg/status")?
-        .context("the image has no /var/lib/dpkg/status")?;
-    let mut packages = lock::installed_packages(&status);
-    lock::mark_security(&mut packages, &lists)?;
-    let indexes = mirror::releases_in_tree(&lists)?;
+    let (packages, indexes) = if ctx.family.uses_rpm() {
+        (lock::installed_rpm_packages(&ctx.tree)?, Vec::new())
+    } else {
+        let status = tree::read(&ctx.tree, "/var/lib/dpkg/status")?
+            .context("the image has no /var/lib/dpkg/status")?;
+        let mut packages = lock::installed_packages(&status);
+        lock::mark_security(&mut packages, &lists)?;
+        (packages, mirror::releases_in_tree(&lists)?)
+    };
     let mirror = ctx
         .recipe
         .base
-        .mirror
-        .clone()
+        .mirror()
+        .map(str::to_owned)
         .or_else(|| ctx.lock.as_ref().and_then(|l| l.mirror.clone()));
-    let new = Lock::new(ctx.epoch, mirror, indexes, packages);
+    let mut new = Lock::new(ctx.epoch, mirror, indexes, packages);
+    if let Base::Image(image) = &ctx.recipe.base {
+        new.base_image_sha256 = Some(image.sha256.clone());
+    }
     if let Some(old) = &ctx.lock {
         let changes = lock::compare(&old.packages, &new.packages);
         if !changes.is_empty() {
@@ -457,12 +506,12 @@ fn print_failures(report: &check::report::Report) {
 
 /// Checks the host tools the build runs, so a missing one fails in the
 /// first second with the package to install rather than after a bootstrap.
-fn preflight() -> Result<()> {
+fn preflight(recipe: &Recipe) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("forge build must run as root (it bootstraps and chroots into the image tree)");
     }
-    let tools = [
+    let mut tools = vec![
         ("mmdebstrap", "mmdebstrap"),
         ("unshare", "util-linux"),
         ("sgdisk", "gdisk"),
@@ -472,6 +521,13 @@ fn preflight() -> Result<()> {
         ("tar", "tar"),
         ("/usr/lib/apt/apt-helper", "apt"),
     ];
+    if let Base::Image(image) = &recipe.base {
+        tools.push(("qemu-img", "qemu-utils"));
+        tools.push(("supermin", "libguestfs-tools"));
+        if image.packages_from != crate::recipe::PackageSource::ImageRepositories {
+            tools.push(("apt-ftparchive", "apt-utils"));
+        }
+    }
     let missing: Vec<String> = tools
         .iter()
         .filter(|(t, _)| {

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::bootstrap::{IndexRelease, Plan};
 use super::stage_cache::StageKey;
-use crate::recipe::{Base, Layer};
+use crate::recipe::{DebianBase, Layer};
 
 /// Version of the key layout and of the stage archives. Change it when the
 /// code that bootstraps or applies a layer changes its result without a new
@@ -37,7 +37,7 @@ pub struct BootstrapKeyInputs<'a> {
     /// `mmdebstrap --version`, because mmdebstrap lays out the tree.
     pub mmdebstrap_version: &'a str,
     /// The recipe's base: distro, release, architecture and mirror.
-    pub base: &'a Base,
+    pub base: &'a DebianBase,
     /// The mirrors, mmdebstrap options, base packages and apt options.
     pub plan: &'a Plan,
     /// The mirror's `InRelease` files of every suite. They change with
@@ -80,6 +80,29 @@ pub fn bootstrap_key(inputs: &BootstrapKeyInputs) -> StageKey {
     h.finish()
 }
 
+/// Returns the key of the tree copied from an image base with sha256
+/// `image_sha256`. It depends on the image alone: the copy stamps nothing.
+pub fn image_key(image_sha256: &str) -> StageKey {
+    let mut h = KeyHasher::new("image");
+    h.field("forge-version", env!("CARGO_PKG_VERSION").as_bytes());
+    h.field("image-sha256", image_sha256.as_bytes());
+    h.finish()
+}
+
+/// Returns the key that the first layer on an image base chains from: the
+/// copied tree, plus what shapes the layers without being in that tree
+/// (the epoch, a lock, the package indexes the layers install from).
+pub fn image_layers_key(image: &StageKey, extra: &[ExtraKeyMaterial]) -> StageKey {
+    let mut h = KeyHasher::new("image-layers");
+    h.field("image", image.as_str().as_bytes());
+    h.count("extra", extra.len());
+    for e in extra {
+        h.field("extra-label", e.label.as_bytes());
+        h.field("extra-content", e.content);
+    }
+    h.finish()
+}
+
 /// Returns the key of the tree after `layer`, applied to the tree of the
 /// stage with key `previous`.
 ///
@@ -96,6 +119,10 @@ pub fn layer_key(previous: &StageKey, layer: &Layer) -> Result<StageKey> {
         h.list("argv", argv);
     }
     h.list("enable", &layer.enable);
+    // Only hashed when set, so that keys of recipe layers stay as they were.
+    if layer.upgrade {
+        h.field("upgrade", b"yes");
+    }
     match &layer.overlay {
         None => h.field("overlay", b""),
         Some(dir) => h.field("overlay", &overlay_digest(dir)?),
@@ -202,8 +229,8 @@ mod tests {
     use std::os::unix::fs::{symlink, PermissionsExt};
     use std::path::PathBuf;
 
-    fn base() -> Base {
-        Base {
+    fn base() -> DebianBase {
+        DebianBase {
             distro: "debian".into(),
             release: "bookworm".into(),
             deb_arch: "amd64".into(),
@@ -238,7 +265,7 @@ mod tests {
     }
 
     fn key_with(
-        base: &Base,
+        base: &DebianBase,
         plan: &Plan,
         releases: &[IndexRelease],
         extra: &[ExtraKeyMaterial],
@@ -381,6 +408,7 @@ mod tests {
             overlay: Some(overlay(dir.path())),
             run: vec![vec!["rm".into(), "-f".into(), "/etc/x".into()]],
             enable: vec!["nginx.service".into()],
+            upgrade: false,
         };
         let reference = layer_key(&previous, &layer).unwrap();
 

@@ -5,7 +5,11 @@
 use anyhow::{Context as _, Result};
 
 use super::bootstrap::{self, IndexRelease};
+use super::import;
 use super::layers;
+use super::packages::{self, PackageManager};
+use crate::check::rules::family::Family;
+use crate::recipe::{ImageBase, Layer, PackageSource};
 use super::stage_cache::{Outcome, Produced, StageCache, StageKey};
 use super::stage_key::{self, BootstrapKeyInputs, ExtraKeyMaterial};
 use super::{Context, Note};
@@ -25,7 +29,15 @@ pub struct Stages {
 /// A layer stage is tried before the bootstrap, so that a build whose
 /// layers are all unchanged restores one archive instead of several.
 pub fn bootstrap_step(ctx: &Context, cache: &StageCache) -> Result<(Stages, Note)> {
-    let plan = &ctx.plan;
+    let plan = ctx
+        .plan
+        .as_ref()
+        .context("the bootstrap step needs a Debian base")?;
+    let base = ctx
+        .recipe
+        .base
+        .debian()
+        .context("the bootstrap step needs a Debian base")?;
     let index_releases = &ctx.index_releases;
     let mmdebstrap_version = bootstrap::mmdebstrap_version()?;
     // The epoch is stamped into the tree, and a locked build pins versions.
@@ -44,13 +56,13 @@ pub fn bootstrap_step(ctx: &Context, cache: &StageCache) -> Result<(Stages, Note
     let bootstrap_key = stage_key::bootstrap_key(&BootstrapKeyInputs {
         forge_version: env!("CARGO_PKG_VERSION"),
         mmdebstrap_version: &mmdebstrap_version,
-        base: &ctx.recipe.base,
+        base,
         plan,
         index_releases,
         extra: &extra,
     });
     let mut keys = vec![bootstrap_key];
-    for layer in &ctx.recipe.layers {
+    for layer in &ctx.layers {
         let previous = keys.last().expect("keys start with the bootstrap key");
         let key = stage_key::layer_key(previous, layer).with_context(|| {
             format!("failed to compute the cache key of layer `{}`", layer.name)
@@ -58,7 +70,7 @@ pub fn bootstrap_step(ctx: &Context, cache: &StageCache) -> Result<(Stages, Note
         keys.push(key);
     }
 
-    for (i, layer) in ctx.recipe.layers.iter().enumerate().rev() {
+    for (i, layer) in ctx.layers.iter().enumerate().rev() {
         let key = &keys[i + 1];
         if cache.contains(key) && cache.restore(key, &ctx.tree)? {
             let note = Note::new(format!(
@@ -93,6 +105,118 @@ pub fn bootstrap_step(ctx: &Context, cache: &StageCache) -> Result<(Stages, Note
     Ok((stages, note))
 }
 
+/// Copies the image base's tree, or restores the copy from the cache.
+/// Returns the copy's key.
+pub fn image_step(
+    ctx: &Context,
+    cache: &StageCache,
+    image: &ImageBase,
+) -> Result<(StageKey, Note)> {
+    let key = stage_key::image_key(&image.sha256);
+    let outcome = cache.get_or_build(&key, &ctx.tree, || {
+        import::copy_tree(image, &ctx.tree)?;
+        Ok(Produced::Cacheable)
+    })?;
+    let note = match outcome {
+        Outcome::Reused => Note::new(format!("reused from cache (key {})", key.short())),
+        Outcome::BuiltAndStored => {
+            Note::done().detail(format!("stored in the cache as {}", key.short()))
+        }
+        Outcome::BuiltNotStored => Note::done().detail("not stored in the cache, see above"),
+    };
+    Ok((key, note))
+}
+
+/// Readies a copied image tree for the layers: reads its family, fixes the
+/// build's epoch, removes what forge's layout replaces, points the package
+/// manager at the recipe's repository, and adds forge's own first layer.
+/// Returns the keys of the layer stages.
+pub fn prepare_image(ctx: &mut Context, image: &ImageBase, copy_key: StageKey) -> Result<Stages> {
+    let family = import::detect_family(&ctx.tree)?;
+    ctx.family = family;
+    ctx.epoch = match (&ctx.lock, std::env::var("SOURCE_DATE_EPOCH")) {
+        (Some(lock), _) => lock.source_date_epoch,
+        (None, Ok(value)) => value
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds"))?,
+        (None, Err(_)) => import::newest_mtime(&ctx.tree)?,
+    };
+    import::prepare_layout(ctx, family)?;
+
+    let local = matches!(image.packages_from, PackageSource::Folder(_));
+    ctx.packages = PackageManager { family, local };
+    ctx.packages.check_present(&ctx.tree)?;
+    let mut extra_text = vec![("epoch".to_owned(), ctx.epoch.to_string().into_bytes())];
+    if let Some(lock) = &ctx.lock {
+        extra_text.push(("lock".to_owned(), lock.render().into_bytes()));
+        if family == Family::Debian {
+            let prefs = lock.apt_preferences();
+            super::tree::write(&ctx.tree, bootstrap::LOCK_PREFERENCES, prefs.as_bytes(), 0o644)?;
+        }
+    }
+    match &image.packages_from {
+        PackageSource::Folder(folder) => {
+            packages::add_local_repo(ctx, family, folder)?;
+            extra_text.push((
+                "repository-folder".to_owned(),
+                stage_key::overlay_digest(folder)?,
+            ));
+        }
+        PackageSource::ImageRepositories => {}
+    }
+    if let Some(argv) = ctx.packages.refresh() {
+        packages::run_in_tree(ctx, argv).with_context(|| ctx.packages.failure_hint())?;
+    }
+    // The indexes just read decide what the layers install, so a cached
+    // layer is reused only while they are unchanged.
+    let mut digests = bootstrap::tree_index_digests(&ctx.tree)?;
+    digests.sort();
+    extra_text.push(("package-indexes".to_owned(), digests.concat()));
+
+    let mut layers = vec![base_layer(ctx, family)?];
+    layers.extend(ctx.recipe.layers.iter().cloned());
+    ctx.layers = layers;
+
+    let extra: Vec<ExtraKeyMaterial> = extra_text
+        .iter()
+        .map(|(label, content)| ExtraKeyMaterial {
+            label,
+            content,
+        })
+        .collect();
+    let mut keys = vec![stage_key::image_layers_key(&copy_key, &extra)];
+    for layer in &ctx.layers {
+        let previous = keys.last().expect("keys start with the image key");
+        let key = stage_key::layer_key(previous, layer).with_context(|| {
+            format!("failed to compute the cache key of layer `{}`", layer.name)
+        })?;
+        keys.push(key);
+    }
+    Ok(Stages {
+        keys,
+        layers_restored: 0,
+    })
+}
+
+/// forge's first layer on an image base: every package upgraded to what
+/// the repository has, the Azure Linux Agent installed when the image
+/// lacks it, and the initramfs rebuilt for the new layout.
+fn base_layer(ctx: &Context, family: Family) -> Result<Layer> {
+    let mut packages = Vec::new();
+    if !import::has_agent(&ctx.tree)? {
+        packages.push(import::agent_package(family).to_owned());
+    }
+    Ok(Layer {
+        name: "forge-base".to_owned(),
+        packages,
+        overlay: None,
+        run: import::initramfs_commands(&ctx.tree, family)?,
+        enable: Vec::new(),
+        upgrade: true,
+    })
+}
+
 /// Decides whether the bootstrapped tree may be stored under its key: only
 /// if the bootstrap used the package indexes that the key was computed
 /// from. The mirror may have published an update in between.
@@ -122,7 +246,7 @@ fn check_indexes_unchanged(ctx: &Context, expected: &[IndexRelease]) -> Produced
 pub fn layers_step(ctx: &Context, cache: &StageCache, stages: &Stages) -> Result<Note> {
     let mut reused = Vec::new();
     let mut built = Vec::new();
-    for (i, layer) in ctx.recipe.layers.iter().enumerate() {
+    for (i, layer) in ctx.layers.iter().enumerate() {
         let key = &stages.keys[i + 1];
         if i < stages.layers_restored {
             reused.push(format!("{} (key {})", layer.name, key.short()));
