@@ -356,7 +356,10 @@ fn validate_image_base(raw: RawBase, recipe_dir: &Path) -> Result<ImageBase> {
     let meta = fs::metadata(&path)
         .with_context(|| format!("image {written:?} not found at {}", path.display()))?;
     if !meta.is_file() {
-        bail!("image {written:?} ({}) is not a regular file", path.display());
+        bail!(
+            "image {written:?} ({}) is not a regular file",
+            path.display()
+        );
     }
     let path = fs::canonicalize(&path)?;
     let Some(sha256) = raw.sha256 else {

@@ -221,10 +221,9 @@ fn bind_host_resolver(tree: &Path) -> Result<()> {
         )
     };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| {
-                format!("failed to show the host's resolver at {}", target.display())
-            });
+        return Err(std::io::Error::last_os_error()).with_context(|| {
+            format!("failed to show the host's resolver at {}", target.display())
+        });
     }
     Ok(())
 }

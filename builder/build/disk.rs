@@ -72,9 +72,51 @@ impl DiskIds {
     }
 }
 
-/// Writes fstab and the GRUB files into the tree, before it becomes the
-/// root file system.
+/// How the image's GRUB names its programs and folder: `grub-mkconfig` and
+/// `/boot/grub` on Debian, `grub2-mkconfig` and `/boot/grub2` on the RHEL
+/// family and SUSE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grub {
+    name: &'static str,
+}
+
+impl Grub {
+    /// Reads the naming from the programs the tree has.
+    pub fn of_tree(t: &Path) -> Self {
+        let grub2 = tree::resolve_all(t, "/usr/sbin/grub2-probe").is_ok_and(|p| p.exists())
+            && !tree::resolve_all(t, "/usr/sbin/grub-probe").is_ok_and(|p| p.exists());
+        Self {
+            name: if grub2 { "grub2" } else { "grub" },
+        }
+    }
+
+    /// `grub-<program>` or `grub2-<program>`.
+    pub fn program(self, program: &str) -> String {
+        format!("{}-{program}", self.name)
+    }
+
+    /// `/boot/grub` or `/boot/grub2`.
+    pub fn dir(self) -> String {
+        format!("/boot/{}", self.name)
+    }
+}
+
+/// Writes fstab, the GRUB files and GRUB's boot code into the tree, before
+/// it becomes the root file system.
 pub fn prepare_tree(ctx: &BuildContext, ids: &DiskIds) -> Result<()> {
+    write_boot_config(ctx, ids)?;
+    let grub = Grub::of_tree(&ctx.tree);
+    for platform in ["i386-pc", "x86_64-efi"] {
+        copy_grub_modules(&ctx.tree, grub, platform)?;
+    }
+    generate_grub_cfg(ctx, grub, ids)?;
+    make_grub_images(ctx, grub, ids)
+}
+
+/// Writes the files that name forge's layout: fstab with the new root and
+/// ESP, and on the RHEL family the kernel command line of the BLS entries
+/// and `grubenv`, which carry the root file system's UUID.
+pub fn write_boot_config(ctx: &BuildContext, ids: &DiskIds) -> Result<()> {
     let fstab = format!(
         "# <file system> <mount point> <type> <options> <dump> <pass>\n\
          UUID={} / ext4 rw,discard,errors=remount-ro,x-systemd.growfs 0 1\n\
@@ -84,22 +126,29 @@ pub fn prepare_tree(ctx: &BuildContext, ids: &DiskIds) -> Result<()> {
     );
     tree::write(&ctx.tree, "/etc/fstab", fstab.as_bytes(), 0o644)?;
     fs::create_dir_all(tree::resolve_all(&ctx.tree, "/boot/efi")?)?;
-    for platform in ["i386-pc", "x86_64-efi"] {
-        copy_grub_modules(&ctx.tree, platform)?;
+    if ctx.family == crate::check::rules::family::Family::Rhel {
+        // BLS entries and grubenv carry the command line on this family,
+        // not only the generated grub.cfg.
+        super::rhel::set_boot_cmdline(
+            &ctx.tree,
+            &format!("UUID={}", ids.root_fs_uuid),
+            super::harden::KERNEL_CMDLINE,
+        )?;
     }
-    generate_grub_cfg(ctx, ids)?;
-    make_grub_images(ctx, ids)
+    Ok(())
 }
 
 /// Copies GRUB's modules where the boot code looks for them, as
 /// grub-install does.
-fn copy_grub_modules(t: &Path, platform: &str) -> Result<()> {
+fn copy_grub_modules(t: &Path, grub: Grub, platform: &str) -> Result<()> {
     let src = tree::resolve_all(t, &format!("/usr/lib/grub/{platform}"))?;
-    let dst = tree::resolve_all(t, &format!("/boot/grub/{platform}"))?;
+    let dst = tree::resolve_all(t, &format!("{}/{platform}", grub.dir()))?;
     fs::create_dir_all(&dst)?;
     let entries = fs::read_dir(&src).with_context(|| {
         format!(
-            "GRUB files for {platform} missing in the image ({})",
+            "GRUB files for {platform} missing in the image ({}); install the package \
+             with them in a layer (Debian: grub-pc-bin and grub-efi-amd64-bin; RHEL \
+             family: grub2-pc-modules and grub2-efi-x64-modules)",
             src.display()
         )
     })?;
@@ -117,26 +166,32 @@ fn copy_grub_modules(t: &Path, platform: &str) -> Result<()> {
 /// Runs the image's own grub-mkconfig. grub-probe cannot see a disk that
 /// does not exist yet, so a stand-in answers with the planned layout while
 /// grub-mkconfig runs, and the real one is put back afterwards.
-fn generate_grub_cfg(ctx: &BuildContext, ids: &DiskIds) -> Result<()> {
-    let probe = "/usr/sbin/grub-probe";
-    let saved = "/usr/sbin/grub-probe.forge-saved";
+fn generate_grub_cfg(ctx: &BuildContext, grub: Grub, ids: &DiskIds) -> Result<()> {
+    let probe = format!("/usr/sbin/{}", grub.program("probe"));
+    let saved = format!("{probe}.forge-saved");
+    let (probe, saved) = (probe.as_str(), saved.as_str());
     let probe_host = tree::resolve_parent(&ctx.tree, probe)?;
     let saved_host = tree::resolve_parent(&ctx.tree, saved)?;
     ensure!(
         probe_host.is_file(),
-        "grub-probe is missing in the image; is grub2-common installed?"
+        "{probe} is missing in the image; install GRUB's tools (Debian: grub2-common; \
+         RHEL family: grub2-tools)"
     );
     fs::rename(&probe_host, &saved_host)?;
     let result = (|| -> Result<()> {
         tree::write(&ctx.tree, probe, probe_stand_in(ids).as_bytes(), 0o755)?;
-        let argv = ["grub-mkconfig", "-o", "/boot/grub/grub.cfg"].map(String::from);
+        let argv = vec![
+            grub.program("mkconfig"),
+            "-o".to_owned(),
+            format!("{}/grub.cfg", grub.dir()),
+        ];
         let by_uuid = vec![(
             format!("disk/by-uuid/{}", ids.root_fs_uuid),
             "../../null".to_string(),
         )];
         chroot::command_with_dev_links(&ctx.tree, &argv, &ctx.chroot_env(), &by_uuid)?
             .run()
-            .context("grub-mkconfig failed")?;
+            .with_context(|| format!("{} failed", grub.program("mkconfig")))?;
         Ok(())
     })();
     fs::rename(&saved_host, &probe_host)?;
@@ -179,42 +234,39 @@ esac
 /// Builds GRUB's BIOS core image and UEFI executable with the image's own
 /// grub-mkimage. Both find the root file system by UUID and read
 /// `/boot/grub/grub.cfg` from it.
-fn make_grub_images(ctx: &BuildContext, ids: &DiskIds) -> Result<()> {
+fn make_grub_images(ctx: &BuildContext, grub: Grub, ids: &DiskIds) -> Result<()> {
+    let dir = grub.dir();
     let early = format!(
-        "search.fs_uuid {} root\nset prefix=($root)/boot/grub\n",
+        "search.fs_uuid {} root\nset prefix=($root){dir}\n",
         ids.root_fs_uuid
     );
-    tree::write(
-        &ctx.tree,
-        "/boot/grub/forge-early.cfg",
-        early.as_bytes(),
-        0o644,
-    )?;
-    let images: [(&str, &str, &[&str]); 2] = [
+    let early_path = format!("{dir}/forge-early.cfg");
+    tree::write(&ctx.tree, &early_path, early.as_bytes(), 0o644)?;
+    let images: [(&str, String, &[&str]); 2] = [
         (
             "i386-pc",
-            "/boot/grub/i386-pc/core.img",
+            format!("{dir}/i386-pc/core.img"),
             &["biosdisk", "part_gpt", "ext2", "search_fs_uuid"],
         ),
         (
             "x86_64-efi",
-            "/boot/grub/x86_64-efi/grubx64.efi",
+            format!("{dir}/x86_64-efi/grubx64.efi"),
             &["part_gpt", "ext2", "fat", "search_fs_uuid"],
         ),
     ];
     for (platform, output, modules) in images {
         let mut argv: Vec<String> = vec![
-            "grub-mkimage".into(),
+            grub.program("mkimage"),
             "-O".into(),
             platform.into(),
             "-d".into(),
             format!("/usr/lib/grub/{platform}"),
             "-o".into(),
-            output.into(),
+            output,
             "-p".into(),
-            "/boot/grub".into(),
+            dir.clone(),
             "-c".into(),
-            "/boot/grub/forge-early.cfg".into(),
+            early_path.clone(),
         ];
         argv.extend(modules.iter().map(|m| m.to_string()));
         chroot::command(&ctx.tree, &argv, &ctx.chroot_env())?
@@ -288,7 +340,8 @@ fn make_esp(ctx: &BuildContext, ids: &DiskIds, image: &Path) -> Result<()> {
         .run()
         .context("creating the EFI system partition failed")?;
     let target = format!("{}@@{}", image.display(), ESP_START * SECTOR);
-    let efi = tree::resolve_all(&ctx.tree, "/boot/grub/x86_64-efi/grubx64.efi")?;
+    let grub_dir = Grub::of_tree(&ctx.tree).dir();
+    let efi = tree::resolve_all(&ctx.tree, &format!("{grub_dir}/x86_64-efi/grubx64.efi"))?;
     let mtools = |args: &[&str]| -> Result<()> {
         Cmd::new(args[0])
             .env("MTOOLS_SKIP_CHECK", "1")
@@ -356,7 +409,11 @@ fn install_bios_boot(ctx: &BuildContext, image: &Path) -> Result<()> {
         &ctx.tree,
         "/usr/lib/grub/i386-pc/boot.img",
     )?)?;
-    let mut core = fs::read(tree::resolve_all(&ctx.tree, "/boot/grub/i386-pc/core.img")?)?;
+    let grub_dir = Grub::of_tree(&ctx.tree).dir();
+    let mut core = fs::read(tree::resolve_all(
+        &ctx.tree,
+        &format!("{grub_dir}/i386-pc/core.img"),
+    )?)?;
     ensure!(
         boot_img.len() == 512,
         "boot.img is {} bytes, expected 512",

@@ -8,6 +8,7 @@ use std::fs;
 use anyhow::{Context, Result};
 
 use super::{tree, Context as BuildContext};
+use crate::check::rules::family::Family;
 use crate::check::rules::hardening::SYSCTL_BASELINE;
 
 /// Kernel command line Azure requires, plus a console on the first screen.
@@ -256,6 +257,21 @@ fn network_defaults(ctx: &BuildContext) -> Result<()> {
           ff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n",
         0o644,
     )?;
+    // ifupdown's file: Debian's own images use it; Ubuntu's use netplan,
+    // whose static files are removed below.
+    let ifupdown = ["/usr/sbin/ifup", "/sbin/ifup"]
+        .iter()
+        .any(|p| tree::resolve_all(t, p).is_ok_and(|h| h.exists()));
+    if ctx.family == Family::Debian && ifupdown {
+        write_interfaces(t)?;
+    }
+    if ctx.family == Family::Rhel {
+        super::rhel::network_defaults(t)?;
+    }
+    remove_static_network_files(t)
+}
+
+fn write_interfaces(t: &std::path::Path) -> Result<()> {
     tree::write(
         t,
         "/etc/network/interfaces",
@@ -264,7 +280,12 @@ fn network_defaults(ctx: &BuildContext) -> Result<()> {
           auto lo\niface lo inet loopback\n\n\
           allow-hotplug eth0\niface eth0 inet dhcp\n",
         0o644,
-    )?;
+    )
+}
+
+/// Removes every network file that sets a static address or binds to a
+/// MAC address, in each family's locations.
+fn remove_static_network_files(t: &std::path::Path) -> Result<()> {
     let static_markers: &[(&str, &[&str])] = &[
         (
             "/etc/network/interfaces.d",
@@ -471,6 +492,14 @@ fn cloud_init_azure(ctx: &BuildContext) -> Result<()> {
 
 fn clean_caches(ctx: &BuildContext) -> Result<()> {
     remove_glob(&ctx.tree, "/var/cache/apt/archives", "")?;
+    // dnf's and zypper's downloaded packages and metadata.
+    for dir in [
+        "/var/cache/dnf",
+        "/var/cache/yum",
+        "/var/cache/zypp/packages",
+    ] {
+        remove_glob(&ctx.tree, dir, "")?;
+    }
     // apt's binary caches differ from build to build and apt rebuilds them
     // when they are missing.
     for cache in [
@@ -624,6 +653,8 @@ mod tests {
         )
         .unwrap();
         fs::write(ctx.tree.join("etc/resolv.conf"), "nameserver 10.0.0.1\n").unwrap();
+        fs::create_dir_all(ctx.tree.join("usr/sbin")).unwrap();
+        fs::write(ctx.tree.join("usr/sbin/ifup"), "").unwrap();
         network_defaults(&ctx).unwrap();
         assert!(!ctx.tree.join("etc/network/interfaces.d/eth0").exists());
         assert!(!ctx

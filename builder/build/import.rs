@@ -54,12 +54,7 @@ pub fn copy_tree(base: &ImageBase, dest: &Path) -> Result<()> {
             os.arch
         );
     }
-    tracing::info!(
-        "base image: {} {} {}",
-        os.family,
-        os.version,
-        os.arch
-    );
+    tracing::info!("base image: {} {} {}", os.family, os.version, os.arch);
     image.export_tree(dest)
 }
 
@@ -87,7 +82,9 @@ pub fn newest_mtime(t: &Path) -> Result<u64> {
     let mut newest = 0i64;
     let mut stack = vec![t.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).with_context(|| format!("failed to list {}", dir.display()))? {
+        for entry in
+            fs::read_dir(&dir).with_context(|| format!("failed to list {}", dir.display()))?
+        {
             let entry = entry?;
             let meta = entry.metadata()?;
             newest = newest.max(meta.mtime());

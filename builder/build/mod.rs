@@ -20,9 +20,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::check::rules::family::Family;
 use crate::check::{self, Status, Verdict};
 use crate::exec;
-use crate::check::rules::family::Family;
 use crate::lock::{self, Lock};
 use crate::recipe::{Base, Layer, Recipe};
 
@@ -69,6 +69,32 @@ pub struct Context {
 }
 
 impl Context {
+    /// A context for working on an existing tree outside a whole build, as
+    /// tests of single steps do: no bootstrap plan, no lock, the tree's
+    /// family as given.
+    pub fn for_tree(recipe: Recipe, tree: PathBuf, family: Family, epoch: u64) -> Result<Self> {
+        let work = tempfile::Builder::new()
+            .prefix("forge-steps-")
+            .tempdir()
+            .context("failed to create a temporary work folder")?;
+        Ok(Self {
+            layers: recipe.layers.clone(),
+            recipe,
+            tree,
+            cache_dir: work.path().join("cache"),
+            epoch,
+            lock: None,
+            plan: None,
+            index_releases: Vec::new(),
+            family,
+            packages: packages::PackageManager {
+                family,
+                local: false,
+            },
+            _work: work,
+        })
+    }
+
     /// Environment of commands run inside the tree.
     pub fn chroot_env(&self) -> Vec<(String, String)> {
         vec![("SOURCE_DATE_EPOCH".to_owned(), self.epoch.to_string())]

@@ -73,9 +73,15 @@ impl PackageManager {
     pub fn install(&self, packages: &[String]) -> Vec<String> {
         let mut argv = self.prefix();
         match self.family {
-            Family::Rhel => argv.extend(["--setopt=install_weak_deps=False".into(), "install".into()]),
+            Family::Rhel => {
+                argv.extend(["--setopt=install_weak_deps=False".into(), "install".into()])
+            }
             Family::Suse => argv.extend(["install".into(), "--no-recommends".into()]),
-            _ => argv.extend(["install".into(), "-y".into(), "--no-install-recommends".into()]),
+            _ => argv.extend([
+                "install".into(),
+                "-y".into(),
+                "--no-install-recommends".into(),
+            ]),
         }
         argv.extend(packages.iter().cloned());
         argv
@@ -127,9 +133,9 @@ impl PackageManager {
     /// Checks that the tree has the package manager.
     pub fn check_present(&self, t: &Path) -> Result<()> {
         let program = self.program();
-        let found = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"].iter().any(|dir| {
-            tree::resolve_all(t, &format!("{dir}/{program}")).is_ok_and(|p| p.exists())
-        });
+        let found = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+            .iter()
+            .any(|dir| tree::resolve_all(t, &format!("{dir}/{program}")).is_ok_and(|p| p.exists()));
         if !found {
             bail!(
                 "the image has no {program}, which installs packages on its distribution \
@@ -167,7 +173,11 @@ pub fn add_local_repo(ctx: &BuildContext, family: Family, folder: &Path) -> Resu
         // File names in the index are relative to the folder, as apt
         // expects for a flat repository.
         let index = Cmd::new("sh")
-            .args(["-c", "cd \"$1\" && apt-ftparchive packages .", "forge-index"])
+            .args([
+                "-c",
+                "cd \"$1\" && apt-ftparchive packages .",
+                "forge-index",
+            ])
             .arg(&dest)
             .label("apt-ftparchive packages")
             .run()

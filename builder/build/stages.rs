@@ -8,11 +8,11 @@ use super::bootstrap::{self, IndexRelease};
 use super::import;
 use super::layers;
 use super::packages::{self, PackageManager};
-use crate::check::rules::family::Family;
-use crate::recipe::{ImageBase, Layer, PackageSource};
 use super::stage_cache::{Outcome, Produced, StageCache, StageKey};
 use super::stage_key::{self, BootstrapKeyInputs, ExtraKeyMaterial};
 use super::{Context, Note};
+use crate::check::rules::family::Family;
+use crate::recipe::{ImageBase, Layer, PackageSource};
 
 /// The keys of a build's stages and how far the bootstrap step got.
 pub struct Stages {
@@ -146,13 +146,30 @@ pub fn prepare_image(ctx: &mut Context, image: &ImageBase, copy_key: StageKey) -
 
     let local = matches!(image.packages_from, PackageSource::Folder(_));
     ctx.packages = PackageManager { family, local };
-    ctx.packages.check_present(&ctx.tree)?;
+    // An image without its package manager can still take layers without
+    // packages; it just cannot be upgraded.
+    let needs_packages =
+        !import::has_agent(&ctx.tree)? || ctx.recipe.layers.iter().any(|l| !l.packages.is_empty());
+    let manager = ctx.packages.check_present(&ctx.tree);
+    let can_install = match manager {
+        Ok(()) => true,
+        Err(e) if needs_packages => return Err(e),
+        Err(e) => {
+            tracing::warn!("{e:#}; the image's packages are not upgraded");
+            false
+        }
+    };
     let mut extra_text = vec![("epoch".to_owned(), ctx.epoch.to_string().into_bytes())];
     if let Some(lock) = &ctx.lock {
         extra_text.push(("lock".to_owned(), lock.render().into_bytes()));
         if family == Family::Debian {
             let prefs = lock.apt_preferences();
-            super::tree::write(&ctx.tree, bootstrap::LOCK_PREFERENCES, prefs.as_bytes(), 0o644)?;
+            super::tree::write(
+                &ctx.tree,
+                bootstrap::LOCK_PREFERENCES,
+                prefs.as_bytes(),
+                0o644,
+            )?;
         }
     }
     match &image.packages_from {
@@ -165,7 +182,7 @@ pub fn prepare_image(ctx: &mut Context, image: &ImageBase, copy_key: StageKey) -
         }
         PackageSource::ImageRepositories => {}
     }
-    if let Some(argv) = ctx.packages.refresh() {
+    if let Some(argv) = ctx.packages.refresh().filter(|_| can_install) {
         packages::run_in_tree(ctx, argv).with_context(|| ctx.packages.failure_hint())?;
     }
     // The indexes just read decide what the layers install, so a cached
@@ -174,16 +191,13 @@ pub fn prepare_image(ctx: &mut Context, image: &ImageBase, copy_key: StageKey) -
     digests.sort();
     extra_text.push(("package-indexes".to_owned(), digests.concat()));
 
-    let mut layers = vec![base_layer(ctx, family)?];
+    let mut layers = vec![base_layer(ctx, family, can_install)?];
     layers.extend(ctx.recipe.layers.iter().cloned());
     ctx.layers = layers;
 
     let extra: Vec<ExtraKeyMaterial> = extra_text
         .iter()
-        .map(|(label, content)| ExtraKeyMaterial {
-            label,
-            content,
-        })
+        .map(|(label, content)| ExtraKeyMaterial { label, content })
         .collect();
     let mut keys = vec![stage_key::image_layers_key(&copy_key, &extra)];
     for layer in &ctx.layers {
@@ -202,7 +216,7 @@ pub fn prepare_image(ctx: &mut Context, image: &ImageBase, copy_key: StageKey) -
 /// forge's first layer on an image base: every package upgraded to what
 /// the repository has, the Azure Linux Agent installed when the image
 /// lacks it, and the initramfs rebuilt for the new layout.
-fn base_layer(ctx: &Context, family: Family) -> Result<Layer> {
+fn base_layer(ctx: &Context, family: Family, upgrade: bool) -> Result<Layer> {
     let mut packages = Vec::new();
     if !import::has_agent(&ctx.tree)? {
         packages.push(import::agent_package(family).to_owned());
@@ -213,7 +227,7 @@ fn base_layer(ctx: &Context, family: Family) -> Result<Layer> {
         overlay: None,
         run: import::initramfs_commands(&ctx.tree, family)?,
         enable: Vec::new(),
-        upgrade: true,
+        upgrade,
     })
 }
 

@@ -242,41 +242,40 @@ setfattr -n user.forge.test -v kept-var "$var_fixtures/xattr"
 # file systems mounted where the tree expects them.
 tmp_out=$(mktemp "$out.tmp.XXXXXX")
 qemu-img create -q -f qcow2 "$tmp_out" 4G
-cat >"$work/build.guestfish" <<EOF
-add $tmp_out format:qcow2
-run
-part-init /dev/sda gpt
-part-add /dev/sda p 2048 4095
-part-add /dev/sda p 4096 1052671
-part-add /dev/sda p 1052672 1576959
-part-add /dev/sda p 1576960 -34
-part-set-gpt-type /dev/sda 1 21686148-6449-6E6F-744E-656564454649
-part-set-gpt-type /dev/sda 2 0FC63DAF-8483-4772-8E79-3D47C7D8C5B1
-part-set-gpt-type /dev/sda 3 0657FD6D-A4AB-438F-A8EF-8A9B1AF2D7BC
-part-set-gpt-type /dev/sda 4 E6D6D379-F507-44C2-A23C-238F2A3DF928
-part-set-name /dev/sda 1 bios
-part-set-name /dev/sda 2 boot
-part-set-name /dev/sda 3 swap
-part-set-name /dev/sda 4 lvm
-pvcreate /dev/sda4
-vgcreate vg0 /dev/sda4
-lvcreate root vg0 2250
-lvcreate var vg0 700
-mke2fs /dev/sda2 fstype:ext4 uuid:$boot_uuid label:boot
-mkswap /dev/sda3 uuid:$swap_uuid label:swap
-mke2fs /dev/vg0/root fstype:ext4 uuid:$root_uuid label:root
-mke2fs /dev/vg0/var fstype:ext4 uuid:$var_uuid label:var
-mount /dev/vg0/root /
-mkdir /boot
-mkdir /var
-mount /dev/sda2 /boot
-mount /dev/vg0/var /var
-tar-in - / xattrs:true selinux:true acls:true
-umount-all
-EOF
+# The commands are arguments, not a script file, because guestfish -f
+# reads its script from standard input, which carries the tar stream.
 tar -C "$tree" --create --file=- --xattrs --xattrs-include='*' --acls \
     --selinux --sparse --numeric-owner . |
-    guestfish -f "$work/build.guestfish"
+    guestfish --format=qcow2 -a "$tmp_out" -- \
+        run : \
+        part-init /dev/sda gpt : \
+        part-add /dev/sda p 2048 4095 : \
+        part-add /dev/sda p 4096 1052671 : \
+        part-add /dev/sda p 1052672 1576959 : \
+        part-add /dev/sda p 1576960 -34 : \
+        part-set-gpt-type /dev/sda 1 21686148-6449-6E6F-744E-656564454649 : \
+        part-set-gpt-type /dev/sda 2 0FC63DAF-8483-4772-8E79-3D47C7D8C5B1 : \
+        part-set-gpt-type /dev/sda 3 0657FD6D-A4AB-438F-A8EF-8A9B1AF2D7BC : \
+        part-set-gpt-type /dev/sda 4 E6D6D379-F507-44C2-A23C-238F2A3DF928 : \
+        part-set-name /dev/sda 1 bios : \
+        part-set-name /dev/sda 2 boot : \
+        part-set-name /dev/sda 3 swap : \
+        part-set-name /dev/sda 4 lvm : \
+        pvcreate /dev/sda4 : \
+        vgcreate vg0 /dev/sda4 : \
+        lvcreate root vg0 2250 : \
+        lvcreate var vg0 700 : \
+        mke2fs /dev/sda2 fstype:ext4 "uuid:$boot_uuid" label:boot : \
+        mkswap /dev/sda3 "uuid:$swap_uuid" label:swap : \
+        mke2fs /dev/vg0/root fstype:ext4 "uuid:$root_uuid" label:root : \
+        mke2fs /dev/vg0/var fstype:ext4 "uuid:$var_uuid" label:var : \
+        mount /dev/vg0/root / : \
+        mkdir /boot : \
+        mkdir /var : \
+        mount /dev/sda2 /boot : \
+        mount /dev/vg0/var /var : \
+        tar-in - / xattrs:true selinux:true acls:true : \
+        umount-all
 
 # Reads the image back in a new appliance, read-only, with inspection.
 cat >"$work/verify.guestfish" <<'EOF'
@@ -316,9 +315,46 @@ echo @setuid
 lstatns /opt/forge-fixtures/setuid
 echo @sticky
 lstatns /opt/forge-fixtures/sticky
+echo @boot-uuid
+vfs-uuid /dev/sda2
+echo @swap-uuid
+vfs-uuid /dev/sda3
+echo @swap-type
+vfs-type /dev/sda3
+echo @fstab
+cat /etc/fstab
+echo @resume
+cat /etc/initramfs-tools/conf.d/resume
+echo @root-history
+is-file /root/.bash_history
+echo @alice-history
+is-file /home/alice/.bash_history
+echo @host-keys
+glob-expand /etc/ssh/ssh_host_*
+echo @root-keys
+cat /root/.ssh/authorized_keys
+echo @alice-keys
+cat /home/alice/.ssh/authorized_keys
+echo @resolv-symlink
+is-symlink /etc/resolv.conf
+echo @resolv
+cat /etc/resolv.conf
+echo @interfaces
+cat /etc/network/interfaces.d/eth0
+echo @net-rules
+cat /etc/udev/rules.d/70-persistent-net.rules
+echo @shadow
+grep ^root: /etc/shadow
+grep ^alice: /etc/shadow
+echo @passwd
+grep ^alice: /etc/passwd
+echo @group
+grep ^alice: /etc/group
+echo @alice-home
+lstatns /home/alice
 echo @end
 EOF
-guestfish --ro -a "$tmp_out" --format=qcow2 -i -f "$work/verify.guestfish" >"$work/verify.out"
+guestfish --ro --format=qcow2 -a "$tmp_out" -i -f "$work/verify.guestfish" >"$work/verify.out"
 
 # Prints the lines of section NAME of the verification output.
 section() {
@@ -373,6 +409,29 @@ check "owned is 1234:5678 mode 0640" \
     "1234:5678:$((0100640))"
 check "setuid has mode 4755" equal "$(stat_field setuid st_mode)" "$((0104755))"
 check "sticky has mode 1777" equal "$(stat_field sticky st_mode)" "$((0041777))"
+check "/boot has the UUID in fstab" equal "$(section boot-uuid)" "$boot_uuid"
+check "swap has the UUID in fstab" equal "$(section swap-type)/$(section swap-uuid)" "swap/$swap_uuid"
+check "fstab mounts / from vg0-root" has_text fstab "/dev/mapper/vg0-root / ext4"
+check "fstab mounts /boot by UUID" has_text fstab "UUID=$boot_uuid /boot ext4"
+check "fstab mounts /var from vg0-var" has_text fstab "/dev/mapper/vg0-var /var ext4"
+check "fstab names the swap by UUID" has_line fstab "UUID=$swap_uuid none swap sw 0 0"
+check "initramfs resume names the swap" has_line resume "RESUME=UUID=$swap_uuid"
+check "root has shell history" equal "$(section root-history)" true
+check "alice has shell history" equal "$(section alice-history)" true
+check "SSH host keys present" has_line host-keys /etc/ssh/ssh_host_ed25519_key
+check "root has authorized_keys" has_line root-keys "$ROOT_AUTHORIZED_KEY"
+check "alice has authorized_keys" has_line alice-keys "$ALICE_AUTHORIZED_KEY"
+check "resolv.conf is a regular file" equal "$(section resolv-symlink)" false
+check "resolv.conf names 192.0.2.53" has_line resolv "nameserver 192.0.2.53"
+check "resolv.conf names 198.51.100.53" has_line resolv "nameserver 198.51.100.53"
+check "eth0 has a static address" has_text interfaces "address 192.0.2.10/24"
+check "udev binds 52:54:00:12:34:56 to eth0" has_text net-rules '"52:54:00:12:34:56"'
+check "root has a SHA-512 password hash" has_text shadow "root:$root_hash:"
+check "alice has a SHA-512 password hash" has_text shadow "alice:$alice_hash:"
+check "alice is uid 1000 in passwd" has_text passwd "alice:x:1000:1000:"
+check "alice has group 1000" has_text group "alice:x:1000:"
+check "alice owns her home" \
+    equal "$(stat_field alice-home st_uid):$(stat_field alice-home st_gid)" "1000:1000"
 echo "  sparse file: st_size=$sparse_size st_blocks=$sparse_blocks (512-byte units)"
 
 if ((failures > 0)); then
