@@ -8,6 +8,7 @@ pub mod layers;
 pub mod mirror;
 pub mod output;
 pub mod reproducible;
+pub mod rhel;
 pub mod stage_cache;
 pub mod stage_key;
 pub mod stages;
