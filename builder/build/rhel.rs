@@ -1,6 +1,6 @@
 //! Hardening steps for RHEL-family trees (RHEL, AlmaLinux, Rocky Linux,
 //! CentOS Stream, Oracle Linux, Fedora): the kernel command line in every
-//! file that GRUB and kernel-install read it from.
+//! file that GRUB and kernel-install read it from, and DHCP-only networking.
 //!
 //! Rewrites of existing files follow symlinks inside the tree, so that the
 //! file the boot loader reads changes and the link stays (RHEL 8 links
@@ -26,6 +26,27 @@ const GRUB2_DIR: &str = "/boot/grub2";
 /// EFI system partition, where RHEL 8 and older keep `grub.cfg` and
 /// `grubenv` for the EFI boot.
 const EFI_VENDOR_DIRS: &str = "/boot/efi/EFI";
+
+const NETWORK_SCRIPTS: &str = "/etc/sysconfig/network-scripts";
+/// Files of network-scripts that configure one interface each, named
+/// `<prefix><interface>`: its settings, static routes and routing rules.
+const INTERFACE_FILE_PREFIXES: &[&str] = &["ifcfg-", "route-", "route6-", "rule-", "rule6-"];
+const NM_CONNECTIONS: &str = "/etc/NetworkManager/system-connections";
+const SYSCONFIG_NETWORK: &str = "/etc/sysconfig/network";
+const UDEV_RULES: &str = "/etc/udev/rules.d";
+
+/// DHCP on eth0, the first network interface of an Azure VM, which gets
+/// its address from Azure's DHCP server.
+const IFCFG_ETH0: &str = "\
+DEVICE=eth0
+ONBOOT=yes
+BOOTPROTO=dhcp
+TYPE=Ethernet
+USERCTL=no
+PEERDNS=yes
+IPV6INIT=no
+NM_CONTROLLED=yes
+";
 
 /// Sets the kernel command line `root=<root> ro <cmdline>` in every file
 /// that RHEL's GRUB and kernel-install read it from: the BLS entries, the
@@ -468,6 +489,107 @@ fn open_quote_after(text: &str, mut open: Option<char>) -> Option<char> {
     open
 }
 
+/// Configures DHCP on eth0 and removes static addresses, configuration
+/// bound to a MAC address, persistent-net udev rules and
+/// `/etc/resolv.conf`. Each VM made from the image gets new MAC addresses
+/// and its addresses and DNS servers from Azure's DHCP server.
+///
+/// Every network-scripts file of an interface (`ifcfg-`, `route-`,
+/// `rule-` and their IPv6 forms) goes except those of `lo`, and a DHCP
+/// `ifcfg-eth0` takes their place. NetworkManager keyfiles go only if they
+/// set a static address or bind to a MAC address, so DHCP profiles stay.
+pub fn network_defaults(tree: &Path) -> Result<()> {
+    remove_interface_files(tree)?;
+    tree::write(
+        tree,
+        &format!("{NETWORK_SCRIPTS}/ifcfg-eth0"),
+        IFCFG_ETH0.as_bytes(),
+        0o644,
+    )?;
+    remove_pinned_keyfiles(tree)?;
+    set_sysconfig_network(tree)?;
+    // udev rules in these files name interfaces after the MAC addresses of
+    // the machine that built the source image.
+    for name in list_dir(tree, UDEV_RULES)? {
+        if name.contains("persistent-net") && name.ends_with(".rules") {
+            remove_logged(tree, &format!("{UDEV_RULES}/{name}"))?;
+        }
+    }
+    tree::remove(tree, "/etc/resolv.conf")?;
+    Ok(())
+}
+
+fn remove_logged(tree: &Path, path: &str) -> Result<()> {
+    tracing::info!("hardening: removing {path}");
+    tree::remove(tree, path)?;
+    Ok(())
+}
+
+fn remove_interface_files(tree: &Path) -> Result<()> {
+    for name in list_dir(tree, NETWORK_SCRIPTS)? {
+        let interface = INTERFACE_FILE_PREFIXES
+            .iter()
+            .find_map(|prefix| name.strip_prefix(prefix));
+        if interface.is_some_and(|i| i != "lo") {
+            remove_logged(tree, &format!("{NETWORK_SCRIPTS}/{name}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_pinned_keyfiles(tree: &Path) -> Result<()> {
+    for name in list_dir(tree, NM_CONNECTIONS)? {
+        let path = format!("{NM_CONNECTIONS}/{name}");
+        let host = tree::resolve_all(tree, &path)?;
+        if !host.is_file() {
+            continue;
+        }
+        let text = tree::read(tree, &path)?.unwrap_or_default();
+        if keyfile_pins(&text) {
+            remove_logged(tree, &path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Returns whether a NetworkManager keyfile sets a static address (the
+/// `manual` method or an `address` key in `[ipv4]` or `[ipv6]`) or binds
+/// the connection to a MAC address (`mac-address`).
+fn keyfile_pins(text: &str) -> bool {
+    let mut section = "";
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let ip_section = matches!(section, "[ipv4]" | "[ipv6]");
+        let static_address =
+            ip_section && (key.starts_with("address") || (key == "method" && value == "manual"));
+        if static_address || key == "mac-address" {
+            return true;
+        }
+    }
+    false
+}
+
+/// Turns networking on and sets a placeholder host name, so the image does
+/// not carry the name of the machine that built it. Provisioning sets the
+/// VM's own name.
+fn set_sysconfig_network(tree: &Path) -> Result<()> {
+    let settings = [
+        ("NETWORKING", "yes".to_string()),
+        ("HOSTNAME", "localhost.localdomain".to_string()),
+    ];
+    let file = GuestFile::resolve(tree, SYSCONFIG_NETWORK)?;
+    let old = file.read_text()?.unwrap_or_default();
+    let new = set_assignments(&old, &settings, &[]);
+    file.write(tree, new.as_bytes(), 0o644)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::symlink;
@@ -638,15 +760,83 @@ configfile $prefix/grub.cfg
         put(tree, RESCUE, rescue_text("$kernelopts").as_bytes());
     }
 
+    /// Builds the network files of a RHEL 9 image that was configured by
+    /// hand: a static eth0 bound to its MAC address, a second interface, a
+    /// static route, NetworkManager profiles and a persistent-net rule.
+    fn write_source_network(tree: &Path) {
+        let scripts = NETWORK_SCRIPTS;
+        put(
+            tree,
+            &format!("{scripts}/ifcfg-eth0"),
+            b"DEVICE=eth0\nONBOOT=yes\nBOOTPROTO=static\nIPADDR=10.0.0.5\nPREFIX=24\n\
+              GATEWAY=10.0.0.1\nHWADDR=00:0D:3A:00:00:01\n",
+        );
+        put(
+            tree,
+            &format!("{scripts}/ifcfg-ens3"),
+            b"DEVICE=ens3\nONBOOT=yes\nBOOTPROTO=dhcp\n",
+        );
+        put(
+            tree,
+            &format!("{scripts}/route-eth0"),
+            b"10.1.0.0/16 via 10.0.0.1 dev eth0\n",
+        );
+        put(
+            tree,
+            &format!("{scripts}/ifcfg-lo"),
+            b"DEVICE=lo\nIPADDR=127.0.0.1\nNETMASK=255.0.0.0\nONBOOT=yes\nNAME=loopback\n",
+        );
+        put_mode(
+            tree,
+            &format!("{NM_CONNECTIONS}/static-eth0.nmconnection"),
+            b"[connection]\nid=eth0\ntype=ethernet\ninterface-name=eth0\n\n\
+              [ipv4]\naddress1=10.0.0.5/24,10.0.0.1\nmethod=manual\n",
+            0o600,
+        );
+        put_mode(
+            tree,
+            &format!("{NM_CONNECTIONS}/bound-eth1.nmconnection"),
+            b"[connection]\nid=eth1\ntype=ethernet\n\n[ethernet]\nmac-address=00:0D:3A:00:00:02\n\n\
+              [ipv4]\nmethod=auto\n",
+            0o600,
+        );
+        put_mode(
+            tree,
+            &format!("{NM_CONNECTIONS}/cloud-init-eth0.nmconnection"),
+            b"[connection]\nid=eth0\ntype=ethernet\ninterface-name=eth0\n\n\
+              [ipv4]\nmethod=auto\n\n[ipv6]\nmethod=auto\n",
+            0o600,
+        );
+        put(
+            tree,
+            SYSCONFIG_NETWORK,
+            b"# Created by anaconda\nNETWORKING=yes\nHOSTNAME=rhel9-build.example.com\nNOZEROCONF=yes\n",
+        );
+        put(
+            tree,
+            &format!("{UDEV_RULES}/70-persistent-net.rules"),
+            b"SUBSYSTEM==\"net\", ATTR{address}==\"00:0d:3a:00:00:01\", NAME=\"eth0\"\n",
+        );
+        put(
+            tree,
+            &format!("{UDEV_RULES}/75-persistent-net-generator.rules"),
+            b"# generator\n",
+        );
+        put(tree, &format!("{UDEV_RULES}/80-local.rules"), b"# kept\n");
+        put(tree, "/etc/resolv.conf", b"nameserver 10.0.0.2\n");
+    }
+
     fn source_tree() -> TempDir {
         let dir = tempfile::tempdir().unwrap();
         write_source_boot(dir.path());
+        write_source_network(dir.path());
         dir
     }
 
     fn fixed_tree() -> TempDir {
         let dir = source_tree();
         set_boot_cmdline(dir.path(), ROOT, KERNEL_CMDLINE).unwrap();
+        network_defaults(dir.path()).unwrap();
         dir
     }
 
@@ -926,5 +1116,89 @@ configfile $prefix/grub.cfg
         ];
         let new = set_assignments(text, &settings, &["D"]);
         assert_eq!(new, "A=9\n# A=comment\nB=\"z\"\nC=3\nE=5\nF=6\n");
+    }
+
+    // The network.
+
+    #[test]
+    fn static_ifcfg_replaced_by_dhcp() {
+        let dir = fixed_tree();
+        let t = dir.path();
+        let eth0 = format!("{NETWORK_SCRIPTS}/ifcfg-eth0");
+        assert_eq!(text(t, &eth0), IFCFG_ETH0);
+        assert_eq!(mode(t, &eth0), 0o644);
+        assert!(!exists(t, &format!("{NETWORK_SCRIPTS}/ifcfg-ens3")));
+        assert!(!exists(t, &format!("{NETWORK_SCRIPTS}/route-eth0")));
+        assert!(exists(t, &format!("{NETWORK_SCRIPTS}/ifcfg-lo")));
+    }
+
+    #[test]
+    fn pinned_keyfiles_removed() {
+        let dir = fixed_tree();
+        let t = dir.path();
+        assert!(!exists(
+            t,
+            &format!("{NM_CONNECTIONS}/static-eth0.nmconnection")
+        ));
+        assert!(!exists(
+            t,
+            &format!("{NM_CONNECTIONS}/bound-eth1.nmconnection")
+        ));
+        assert!(exists(
+            t,
+            &format!("{NM_CONNECTIONS}/cloud-init-eth0.nmconnection")
+        ));
+    }
+
+    #[test]
+    fn keyfile_pin_cases() {
+        assert!(keyfile_pins("[ipv6]\nmethod = manual\n"));
+        assert!(keyfile_pins("[ipv4]\naddresses=10.0.0.5/24;\n"));
+        assert!(keyfile_pins("[wifi]\nmac-address=00:0D:3A:00:00:01\n"));
+        assert!(!keyfile_pins(
+            "[ipv4]\nmethod=auto\n[proxy]\nmethod=manual\n"
+        ));
+        assert!(!keyfile_pins(
+            "[ethernet]\nmac-address-blacklist=00:0D:3A:00:00:01\n"
+        ));
+        assert!(!keyfile_pins(
+            "[ipv4]\n# address1=10.0.0.5/24\nmethod=auto\n"
+        ));
+    }
+
+    #[test]
+    fn sysconfig_network_hostname_replaced() {
+        let dir = fixed_tree();
+        assert_eq!(
+            text(dir.path(), SYSCONFIG_NETWORK),
+            "# Created by anaconda\nNETWORKING=yes\nHOSTNAME=localhost.localdomain\nNOZEROCONF=yes\n"
+        );
+    }
+
+    #[test]
+    fn sysconfig_network_created_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        network_defaults(dir.path()).unwrap();
+        assert_eq!(
+            text(dir.path(), SYSCONFIG_NETWORK),
+            "NETWORKING=yes\nHOSTNAME=localhost.localdomain\n"
+        );
+        assert_eq!(
+            text(dir.path(), &format!("{NETWORK_SCRIPTS}/ifcfg-eth0")),
+            IFCFG_ETH0
+        );
+    }
+
+    #[test]
+    fn persistent_net_rules_and_resolv_removed() {
+        let dir = fixed_tree();
+        let t = dir.path();
+        assert!(!exists(t, &format!("{UDEV_RULES}/70-persistent-net.rules")));
+        assert!(!exists(
+            t,
+            &format!("{UDEV_RULES}/75-persistent-net-generator.rules")
+        ));
+        assert!(exists(t, &format!("{UDEV_RULES}/80-local.rules")));
+        assert!(!exists(t, "/etc/resolv.conf"));
     }
 }
