@@ -10,6 +10,7 @@ pub mod mirror;
 pub mod output;
 pub mod packages;
 pub mod reproducible;
+pub mod rhel;
 pub mod stage_cache;
 pub mod stage_key;
 pub mod stages;
