@@ -423,6 +423,12 @@ fn disable_firewall(ctx: &BuildContext) -> Result<()> {
 /// GRUB settings read by grub-mkconfig, here and on every kernel update in
 /// the deployed VM. The `zz-` name makes this file sourced last.
 fn kernel_cmdline(ctx: &BuildContext) -> Result<()> {
+    // The RHEL family's grub2-mkconfig reads only /etc/default/grub, and
+    // its BLS entries carry the command line; the disk step writes both,
+    // as they name the new root file system.
+    if ctx.family != Family::Debian {
+        return Ok(());
+    }
     let cfg = format!(
         "# Set by forge: the kernel command line Azure requires, and GRUB on\n\
          # the serial console.\n\

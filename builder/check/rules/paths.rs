@@ -156,6 +156,13 @@ pub fn expand_glob(fs: &dyn ImageView, pattern: &str) -> Result<Vec<String>> {
                 }
                 continue;
             }
+            // As in glob(3), a path that is not a folder matches nothing
+            // below it: RHEL's /etc/sysconfig/network is a file, SUSE's
+            // a folder.
+            let kind = fs.lstat(dir)?.map(|m| m.kind);
+            if !matches!(kind, Some(FileKind::Dir | FileKind::Symlink)) {
+                continue;
+            }
             for name in fs.list_dir(dir)? {
                 // As in glob(3), a wildcard does not match a leading dot.
                 let hidden = name.starts_with('.') && !part.starts_with('.');
@@ -174,6 +181,16 @@ pub fn expand_glob(fs: &dyn ImageView, pattern: &str) -> Result<Vec<String>> {
 mod tests {
     use super::*;
     use crate::check::DirView;
+
+    #[test]
+    fn glob_below_a_file_matches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/sysconfig")).unwrap();
+        std::fs::write(dir.path().join("etc/sysconfig/network"), "NETWORKING=yes\n").unwrap();
+        let view = DirView::new(dir.path());
+        let found = expand_glob(&view, "/etc/sysconfig/network/ifcfg-*").unwrap();
+        assert!(found.is_empty(), "{found:?}");
+    }
 
     #[test]
     fn join_normalizes() {
