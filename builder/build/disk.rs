@@ -129,6 +129,7 @@ pub fn write_boot_config(ctx: &BuildContext, ids: &DiskIds) -> Result<()> {
     if ctx.family == crate::check::rules::family::Family::Rhel {
         // BLS entries and grubenv carry the command line on this family,
         // not only the generated grub.cfg.
+        super::rhel::merge_boot_paths(&ctx.tree)?;
         super::rhel::set_boot_cmdline(
             &ctx.tree,
             &format!("UUID={}", ids.root_fs_uuid),

@@ -367,6 +367,57 @@ fn set_bls_entries(tree: &Path, kernel_cmdline: &str) -> Result<()> {
     Ok(())
 }
 
+/// Makes the kernel and initramfs paths of every BLS entry absolute in the
+/// one root file system. A source with a separate `/boot` writes them
+/// relative to that partition (`linux /vmlinuz-...`); once `/boot` is a
+/// folder of the root, GRUB finds them only as `/boot/vmlinuz-...`.
+pub fn merge_boot_paths(tree: &Path) -> Result<()> {
+    for name in list_dir(tree, BLS_ENTRIES)? {
+        if !name.ends_with(".conf") {
+            continue;
+        }
+        let path = format!("{BLS_ENTRIES}/{name}");
+        let file = GuestFile::resolve(tree, &path)?;
+        let Some(old) = file.read_text()? else {
+            continue;
+        };
+        let new = merged_entry_paths(&old, |p| {
+            super::tree::resolve_all(tree, &format!("/boot{p}")).is_ok_and(|h| h.is_file())
+                && !super::tree::resolve_all(tree, p).is_ok_and(|h| h.is_file())
+        });
+        if new != old {
+            file.write(tree, new.as_bytes(), 0o644)?;
+        }
+    }
+    Ok(())
+}
+
+/// Prefixes `/boot` to each absolute path of the `linux` and `initrd`
+/// lines for which `under_boot` says the file is only found there.
+fn merged_entry_paths(text: &str, under_boot: impl Fn(&str) -> bool) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some(key @ ("linux" | "initrd")) => {
+                let paths: Vec<String> = words
+                    .map(|w| {
+                        if w.starts_with('/') && !w.starts_with("/boot/") && under_boot(w) {
+                            format!("/boot{w}")
+                        } else {
+                            w.to_owned()
+                        }
+                    })
+                    .collect();
+                out.push_str(&format!("{key} {}", paths.join(" ")));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Returns the entry with its first `options` line replaced by
 /// `options <kernel_cmdline>` and any later ones dropped, or with that
 /// line appended when it has none. Variables such as `$kernelopts` and
@@ -1330,6 +1381,24 @@ configfile $prefix/grub.cfg
         let rule = crate::check::rules::find(id).unwrap();
         let outcome = (rule.check)(&subject).unwrap();
         (outcome.status, outcome.evidence)
+    }
+
+    #[test]
+    fn separate_boot_paths_get_the_boot_folder() {
+        let entry = "title A\nlinux /vmlinuz-5.14\ninitrd /initramfs-5.14.img $tuned_initrd\n\
+                     options root=x\n";
+        let merged = merged_entry_paths(entry, |p| p != "/boot/other");
+        assert_eq!(
+            merged,
+            "title A\nlinux /boot/vmlinuz-5.14\ninitrd /boot/initramfs-5.14.img $tuned_initrd\n\
+             options root=x\n"
+        );
+        let on_root = "linux /boot/vmlinuz-5.14\n";
+        assert_eq!(merged_entry_paths(on_root, |_| true), on_root);
+        assert_eq!(
+            merged_entry_paths("linux /vmlinuz\n", |_| false),
+            "linux /vmlinuz\n"
+        );
     }
 
     #[test]
