@@ -10,7 +10,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q || echo "install-deps: apt-get update reported errors; continuing" >&2
 
 # python3-jsonschema validates the SBOM against the SPDX 2.3 schema in the
-# tests.
+# tests. apt-utils indexes a recipe's folder of packages (apt-ftparchive);
+# libguestfs-xfs lets libguestfs read XFS, the RHEL family's root.
 packages="
   mmdebstrap
   gdisk
@@ -28,6 +29,8 @@ packages="
   clamav
   pkg-config
   python3-jsonschema
+  apt-utils
+  libguestfs-xfs
 "
 
 # libguestfs depends on the qemu-utils of Debian 12. A machine that carries
