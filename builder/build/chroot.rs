@@ -195,8 +195,12 @@ fn bind_host_resolver(tree: &Path) -> Result<()> {
     }
     let target = super::tree::resolve_all(tree, "/etc/resolv.conf")?;
     if !target.exists() {
-        // Creating a file is harmless under the fresh /run, and elsewhere
-        // the hardening step removes /etc/resolv.conf anyway.
+        // A file is created only under the fresh /run, where a symlink such
+        // as systemd-resolved's points; anywhere else it would stay in the
+        // image.
+        if !target.starts_with(tree.join("run")) {
+            return Ok(());
+        }
         let Some(parent) = target.parent() else {
             return Ok(());
         };

@@ -106,6 +106,16 @@ pub fn agent_package(family: Family) -> &'static str {
     }
 }
 
+/// Packages the Marketplace requires on every family, by the family's
+/// names: OpenSSL, Python 3 with pyasn1 (for the agent) and the SSH server.
+/// Installing one that is already there changes nothing.
+pub fn required_packages(family: Family) -> &'static [&'static str] {
+    match family {
+        Family::Suse => &["openssl", "python3", "python3-pyasn1", "openssh"],
+        _ => &["openssl", "python3", "python3-pyasn1", "openssh-server"],
+    }
+}
+
 /// Whether the tree has the Azure Linux Agent's program.
 pub fn has_agent(t: &Path) -> Result<bool> {
     for path in ["/usr/sbin/waagent", "/usr/bin/waagent"] {

@@ -143,6 +143,12 @@ pub fn prepare_image(ctx: &mut Context, image: &ImageBase, copy_key: StageKey) -
         (None, Err(_)) => import::newest_mtime(&ctx.tree)?,
     };
     import::prepare_layout(ctx, family)?;
+    // The layers' package managers resolve names through the host's
+    // resolver, shown at this path while they run; see `chroot`.
+    let resolver = super::tree::resolve_parent(&ctx.tree, "/etc/resolv.conf")?;
+    if std::fs::symlink_metadata(&resolver).is_err() {
+        super::tree::write(&ctx.tree, "/etc/resolv.conf", b"", 0o644)?;
+    }
 
     let local = matches!(image.packages_from, PackageSource::Folder(_));
     ctx.packages = PackageManager { family, local };
@@ -214,10 +220,17 @@ pub fn prepare_image(ctx: &mut Context, image: &ImageBase, copy_key: StageKey) -
 }
 
 /// forge's first layer on an image base: every package upgraded to what
-/// the repository has, the Azure Linux Agent installed when the image
-/// lacks it, and the initramfs rebuilt for the new layout.
-fn base_layer(ctx: &Context, family: Family, upgrade: bool) -> Result<Layer> {
+/// the repository has, the required packages and the Azure Linux Agent
+/// installed, and the initramfs rebuilt for the new layout.
+fn base_layer(ctx: &Context, family: Family, can_install: bool) -> Result<Layer> {
     let mut packages = Vec::new();
+    if can_install {
+        packages.extend(
+            import::required_packages(family)
+                .iter()
+                .map(|p| p.to_string()),
+        );
+    }
     if !import::has_agent(&ctx.tree)? {
         packages.push(import::agent_package(family).to_owned());
     }
@@ -227,7 +240,7 @@ fn base_layer(ctx: &Context, family: Family, upgrade: bool) -> Result<Layer> {
         overlay: None,
         run: import::initramfs_commands(&ctx.tree, family)?,
         enable: Vec::new(),
-        upgrade,
+        upgrade: can_install,
     })
 }
 
