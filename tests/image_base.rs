@@ -537,10 +537,14 @@ fn acls_survive() {
     if !prerequisites_met() {
         return;
     }
+    // ext4's ACL entries: tag 2 (a named user), permissions 6 (rw-), and
+    // the user id 1234 (0x04d2), little-endian.
     let access = debugfs("ea_list /opt/forge-fixtures/acl");
     assert!(access.contains("system.posix_acl_access"), "{access}");
+    assert!(access.contains("02 00 06 00 d2 04 00 00"), "{access}");
     let default = debugfs("ea_list /opt/forge-fixtures/acl-dir");
     assert!(default.contains("system.posix_acl_default"), "{default}");
+    assert!(default.contains("02 00 05 00 d2 04 00 00"), "{default}");
 }
 
 #[test]
@@ -587,8 +591,13 @@ fn file_capabilities_survive() {
     if !prerequisites_met() {
         return;
     }
+    // vfs_cap_data revision 2 with the effective flag, then the permitted
+    // mask: CAP_NET_RAW is bit 13 (0x2000).
     let caps = debugfs("ea_list /opt/forge-fixtures/caps");
-    assert!(caps.contains("security.capability"), "{caps}");
+    assert!(
+        caps.contains("security.capability (20) = 01 00 00 02 00 20 00 00"),
+        "{caps}"
+    );
 }
 
 // Recipe errors and package sources.
@@ -845,5 +854,38 @@ fn rhel_shaped_image_gets_azure_boot_and_network_config() {
     ] {
         let finding = findings.iter().find(|f| f.id == rule).unwrap();
         assert_eq!(finding.status, Status::Pass, "{rule}: {}", finding.evidence);
+    }
+}
+
+#[test]
+fn every_container_format_is_copied() {
+    if !prerequisites_met() {
+        return;
+    }
+    let dir = case_dir("formats");
+    let raw = support::make_test_image(&dir);
+    // qcow2 is the dirty image's format, and a fixed VHD is what forge
+    // writes; the direct reader has no part in a copy, so each format here
+    // goes through libguestfs alone.
+    for (format, options) in [("vhdx", ""), ("vpc", "subformat=dynamic")] {
+        let image = dir.join(format!("test-{format}-{}.img", options.len()));
+        let mut convert = Command::new("qemu-img");
+        convert.args(["convert", "-O", format]);
+        if !options.is_empty() {
+            convert.args(["-o", options]);
+        }
+        assert!(convert.arg(&raw).arg(&image).status().unwrap().success());
+        let base = forge::recipe::ImageBase {
+            path: image.clone(),
+            sha256: support::sha256_file(&image),
+            packages_from: forge::recipe::PackageSource::ImageRepositories,
+        };
+        let tree = dir.join(format!("tree-{format}-{}", options.len()));
+        fs::create_dir_all(&tree).unwrap();
+        forge::build::import::copy_tree(&base, &tree)
+            .unwrap_or_else(|e| panic!("{format} {options}: {e:#}"));
+        let os_release = fs::read_to_string(tree.join("etc/os-release")).unwrap();
+        assert!(os_release.contains("debian"), "{format}: {os_release}");
+        assert!(tree.join("home/alice").is_dir(), "{format}");
     }
 }
