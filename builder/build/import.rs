@@ -116,6 +116,29 @@ pub fn required_packages(family: Family) -> &'static [&'static str] {
     }
 }
 
+/// Returns the packages of `names` that the tree's package database does
+/// not list as installed.
+pub fn missing_packages(t: &Path, family: Family, names: &[&str]) -> Result<Vec<String>> {
+    let installed: Vec<String> = if family.uses_rpm() {
+        crate::lock::installed_rpm_packages(t)?
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    } else {
+        let status = tree::read(t, "/var/lib/dpkg/status")?
+            .context("the image has no /var/lib/dpkg/status")?;
+        crate::lock::installed_packages(&status)
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    };
+    Ok(names
+        .iter()
+        .filter(|n| !installed.iter().any(|i| i == *n))
+        .map(|n| n.to_string())
+        .collect())
+}
+
 /// Whether the tree has the Azure Linux Agent's program.
 pub fn has_agent(t: &Path) -> Result<bool> {
     for path in ["/usr/sbin/waagent", "/usr/bin/waagent"] {

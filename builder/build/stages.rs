@@ -154,8 +154,10 @@ pub fn prepare_image(ctx: &mut Context, image: &ImageBase, copy_key: StageKey) -
     ctx.packages = PackageManager { family, local };
     // An image without its package manager can still take layers without
     // packages; it just cannot be upgraded.
-    let needs_packages =
-        !import::has_agent(&ctx.tree)? || ctx.recipe.layers.iter().any(|l| !l.packages.is_empty());
+    let needs_packages = !import::has_agent(&ctx.tree)?
+        || !import::missing_packages(&ctx.tree, family, import::required_packages(family))?
+            .is_empty()
+        || ctx.recipe.layers.iter().any(|l| !l.packages.is_empty());
     let manager = ctx.packages.check_present(&ctx.tree);
     let can_install = match manager {
         Ok(()) => true,
@@ -225,11 +227,7 @@ pub fn prepare_image(ctx: &mut Context, image: &ImageBase, copy_key: StageKey) -
 fn base_layer(ctx: &Context, family: Family, can_install: bool) -> Result<Layer> {
     let mut packages = Vec::new();
     if can_install {
-        packages.extend(
-            import::required_packages(family)
-                .iter()
-                .map(|p| p.to_string()),
-        );
+        packages = import::missing_packages(&ctx.tree, family, import::required_packages(family))?;
     }
     if !import::has_agent(&ctx.tree)? {
         packages.push(import::agent_package(family).to_owned());
