@@ -364,6 +364,7 @@ impl GuestImage {
             return Err(std::io::Error::last_os_error())
                 .with_context(|| format!("failed to create {}", fifo.display()));
         }
+
         let unpack = crate::exec::Cmd::new("tar")
             .args([
                 "-x",
@@ -382,6 +383,7 @@ impl GuestImage {
             .arg(dest)
             .label("unpack the image's tree");
         let reader = std::thread::spawn(move || unpack.run());
+
         let opts = guestfs::TarOutOptArgs {
             compress: None,
             numericowner: Some(true),
@@ -403,6 +405,7 @@ impl GuestImage {
                 .custom_flags(libc::O_NONBLOCK)
                 .open(&fifo);
         }
+
         let unpacked = reader
             .join()
             .map_err(|_| anyhow!("the thread unpacking the tree panicked"))?;

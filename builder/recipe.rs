@@ -32,7 +32,7 @@ pub struct Recipe {
     pub waivers: Vec<Waiver>,
 }
 
-/// Where the OS comes from.
+/// Source of the OS.
 #[derive(Clone, Debug)]
 pub enum Base {
     /// Debian, bootstrapped from packages.
@@ -42,7 +42,7 @@ pub enum Base {
 }
 
 impl Base {
-    /// The Debian bootstrap settings, or `None` for an image base.
+    /// Returns the Debian bootstrap settings, or `None` for an image base.
     pub fn debian(&self) -> Option<&DebianBase> {
         match self {
             Base::Debian(d) => Some(d),
@@ -50,7 +50,7 @@ impl Base {
         }
     }
 
-    /// The recipe's package mirror, if it names one.
+    /// Returns the recipe's package mirror, if it names one.
     pub fn mirror(&self) -> Option<&str> {
         match self {
             Base::Debian(d) => d.mirror.as_deref(),

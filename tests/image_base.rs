@@ -1,8 +1,8 @@
-//! Builds that start from an existing cloud image: the dirty Debian image
-//! made by `tests/support/make-dirty-debian.sh` (LVM, a separate `/boot`
-//! and `/var`, a swap partition, and the state a used VM leaves behind),
-//! and the RHEL-shaped image of `tests/support/make-rhel-shaped.sh` (BLS
-//! entries, `grubenv` with `kernelopts`, ifcfg files, an XFS root).
+//! Builds that start from an existing cloud image. The dirty Debian image
+//! of `tests/support/make-dirty-debian.sh` has LVM, a separate `/boot` and
+//! `/var`, a swap partition, and the state a used VM leaves behind. The
+//! RHEL-shaped image of `tests/support/make-rhel-shaped.sh` has BLS
+//! entries, `grubenv` with `kernelopts`, ifcfg files and an XFS root.
 //!
 //! Run with `cargo test --release`. The dirty image and its build with the
 //! nginx layer are made once per run and shared by the tests that read
