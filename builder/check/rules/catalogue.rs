@@ -74,7 +74,8 @@ pub(super) static CATALOGUE: &[Rule] = &[
         requirement: "Every available security update from the distribution is installed.",
         applied: "The bootstrap installs from the release, -updates and -security suites of the \
             Debian mirrors in the host's apt sources, so apt picks the newest version of each \
-            package, and keeps the package lists in the image for the check.",
+            package, and keeps the package lists in the image for the check. On an image base, \
+            forge's first layer refreshes the image's repositories and upgrades every package.",
         verified: "On dpkg systems, reads the installed packages from /var/lib/dpkg/status and \
             the uncompressed *_Packages indexes under /var/lib/apt/lists. Fails when a \
             -security or -updates suite has a newer version, by Debian version rules, of an \
@@ -274,7 +275,8 @@ pub(super) static CATALOGUE: &[Rule] = &[
         severity: Blocking,
         requirement: "OpenSSL 1.0 or later, Python 3 and pyasn1 are installed.",
         applied: "The bootstrap installs openssl, python3 and python3-pyasn1 with the base \
-            packages.",
+            packages. On an image base, forge's first layer installs those the image lacks \
+            with the family's package manager.",
         verified: "Fails unless the package database lists OpenSSL (openssl, or SUSE's \
             openssl-3 or openssl-1_1) at upstream version 1.0 or later by the format's version \
             rules, a Python 3 interpreter (python3, python3.N, python3N or python3-base) and its \
@@ -290,7 +292,8 @@ pub(super) static CATALOGUE: &[Rule] = &[
         severity: Blocking,
         requirement: "An SSH server is installed and enabled.",
         applied: "The bootstrap installs openssh-server, whose installation enables \
-            ssh.service.",
+            ssh.service. On an image base, forge's first layer installs it when the image \
+            lacks it.",
         verified: "Fails unless the package database lists openssh-server (or openssh on \
             SUSE) and a .wants or .requires link, or an alias in /etc/systemd/system, enables \
             ssh.service, sshd.service, ssh.socket or sshd.socket. A missing dpkg status file \
@@ -330,7 +333,9 @@ pub(super) static CATALOGUE: &[Rule] = &[
         title: "No custom network configuration",
         severity: Blocking,
         requirement: "No static addresses, MAC-bound configuration or persistent-net rules.",
-        applied: "The hardening step writes /etc/network/interfaces with DHCP on eth0, removes \
+        applied: "The hardening step writes DHCP on eth0 in the family's file \
+            (/etc/network/interfaces where ifupdown is installed, \
+            /etc/sysconfig/network-scripts/ifcfg-eth0 on the RHEL family), removes \
             the files that set static addresses or MAC addresses from \
             /etc/network/interfaces.d, /etc/systemd/network, /etc/netplan, \
             /etc/NetworkManager/system-connections and /etc/sysconfig/network-scripts, and \
@@ -356,7 +361,8 @@ pub(super) static CATALOGUE: &[Rule] = &[
         requirement: "The Azure Linux Agent is installed from the distribution's package and \
             enabled.",
         applied: "The bootstrap installs Debian's waagent package, whose installation enables \
-            its service.",
+            its service. On an image without the agent, forge's first layer installs the \
+            family's package: waagent, WALinuxAgent or python-azure-agent.",
         verified: "Fails unless the package database lists the family's agent package and a \
             link enables its service: waagent or walinuxagent with walinuxagent.service or \
             waagent.service on Debian and Ubuntu, WALinuxAgent with waagent.service on the RHEL \
@@ -377,7 +383,10 @@ pub(super) static CATALOGUE: &[Rule] = &[
         applied: "The hardening step writes /etc/default/grub.d/zz-forge.cfg with \
             GRUB_CMDLINE_LINUX=\"console=tty1 console=ttyS0 earlyprintk=ttyS0 rootdelay=300\" \
             and an empty GRUB_CMDLINE_LINUX_DEFAULT, and the disk step generates \
-            /boot/grub/grub.cfg from it with the image's grub-mkconfig.",
+            /boot/grub/grub.cfg from it with the image's grub-mkconfig. On the RHEL family the \
+            disk step writes root=UUID=<root> ro and the same parameters into every BLS entry, \
+            grubenv's kernelopts and /etc/kernel/cmdline, and GRUB_CMDLINE_LINUX into \
+            /etc/default/grub.",
         verified: "Reads what GRUB reads: every grub.cfg in /boot/grub, /boot/grub2 and \
             /boot/efi/EFI/*, followed as a script. load_env loads the environment block beside \
             the file (its header line required), set assigns, an if [ -z \"$name\" ] block \
