@@ -896,3 +896,37 @@ fn every_container_format_is_copied() {
         assert!(tree.join("home/alice").is_dir(), "{format}");
     }
 }
+
+#[test]
+fn locked_rebuild_gives_the_same_bytes() {
+    if !prerequisites_met() {
+        return;
+    }
+    let build = dirty_build();
+    build.assert_succeeded();
+    let dir = run_root().join("dirty-nginx");
+    let recipe = dir.join("dirty-nginx.toml");
+    let out = case_dir("dirty-nginx-locked");
+    let output = Command::new(env!("CARGO_BIN_EXE_forge"))
+        .arg("build")
+        .arg("--locked")
+        .arg(&recipe)
+        .arg("--output")
+        .arg(&out)
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("failed to start the forge binary");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let locked = out.join("dirty-nginx-1.0.0.vhd");
+    assert_eq!(
+        support::sha256_file(&locked),
+        support::sha256_file(&build.vhd),
+        "a --locked rebuild from the same image differs"
+    );
+}

@@ -559,6 +559,7 @@ mod tests {
                 local: false,
             },
             layers: Vec::new(),
+            restore_mtimes: Vec::new(),
             _work: work,
         }
     }

@@ -66,6 +66,9 @@ pub struct Context {
     /// The layers to apply: the recipe's, after the one forge adds to an
     /// image base.
     pub layers: Vec<Layer>,
+    /// Folders of an image base whose modification time forge sets back
+    /// after removing the files it put there for the layers.
+    pub restore_mtimes: Vec<(String, u64)>,
     _work: tempfile::TempDir,
 }
 
@@ -92,6 +95,7 @@ impl Context {
                 family,
                 local: false,
             },
+            restore_mtimes: Vec::new(),
             _work: work,
         })
     }
@@ -210,7 +214,19 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
                 lock_path.display()
             );
         }
-        Some(Lock::load(&lock_path)?)
+        let lock = Lock::load(&lock_path)?;
+        if let Base::Image(image) = &recipe.base {
+            if lock.base_image_sha256.as_deref() != Some(image.sha256.as_str()) {
+                bail!(
+                    "--locked: the lock file {} was written for base image sha256 {}, but the \
+                     recipe pins {}; build without --locked to write a new lock",
+                    lock_path.display(),
+                    lock.base_image_sha256.as_deref().unwrap_or("(none)"),
+                    image.sha256
+                );
+            }
+        }
+        Some(lock)
     } else {
         None
     };
@@ -240,6 +256,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
             local: false,
         },
         layers,
+        restore_mtimes: Vec::new(),
         _work: work,
     };
     let mut outputs = output::Pending::new(&opts.output_dir, &ctx.recipe.artifact_stem());
@@ -273,6 +290,9 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
     })?;
     packages::remove_local_repo(&ctx)?;
     reproducible::remove_without_trace(&ctx.tree, bootstrap::LOCK_PREFERENCES)?;
+    for (dir, mtime) in &ctx.restore_mtimes {
+        reproducible::set_times(&tree::resolve_all(&ctx.tree, dir)?, *mtime)?;
+    }
     progress.step("harden", || harden::run(&ctx))?;
     let new_lock = read_lock(&ctx)?;
     let ids = disk::DiskIds::derive(&ctx.recipe.artifact_stem());

@@ -39,7 +39,7 @@ fn clamp_one(path: &Path, meta: &fs::Metadata, epoch: u64) -> Result<()> {
 
 /// Sets the access and modification times of `path`, not following a
 /// final symlink.
-fn set_times(path: &Path, mtime: u64) -> Result<()> {
+pub fn set_times(path: &Path, mtime: u64) -> Result<()> {
     let time = libc::timespec {
         tv_sec: mtime as libc::time_t,
         tv_nsec: 0,

@@ -171,6 +171,14 @@ pub fn prepare_image(ctx: &mut Context, image: &ImageBase, copy_key: StageKey) -
     if let Some(lock) = &ctx.lock {
         extra_text.push(("lock".to_owned(), lock.render().into_bytes()));
         if family == Family::Debian {
+            let apt_dir = super::tree::resolve_all(&ctx.tree, "/etc/apt")?;
+            let mtime = std::fs::metadata(&apt_dir)
+                .with_context(|| format!("failed to read {}", apt_dir.display()))?
+                .modified()?;
+            let mtime = mtime
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            ctx.restore_mtimes.push(("/etc/apt".to_owned(), mtime));
             let prefs = lock.apt_preferences();
             super::tree::write(
                 &ctx.tree,
