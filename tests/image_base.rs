@@ -795,6 +795,10 @@ fn rhel_shaped_image_gets_azure_boot_and_network_config() {
     harden::run(&ctx).unwrap();
     let ids = disk::DiskIds::derive(&recipe.artifact_stem());
     disk::write_boot_config(&ctx, &ids).unwrap();
+    harden::selinux_labels(&ctx).unwrap();
+    // The source enforces SELinux and the tree has no setfiles, so the
+    // first boot relabels what forge wrote.
+    assert!(tree.join(".autorelabel").exists());
 
     let expected = format!(
         "root=UUID={} ro {}",

@@ -391,6 +391,50 @@ fn record_policy(ctx: &BuildContext) -> Result<()> {
     )
 }
 
+/// Labels the files that the layers and forge wrote, on an image whose
+/// SELinux policy is in force: with the image's own setfiles when it has
+/// one, or else by asking for a relabel at first boot. Without labels,
+/// an enforcing policy denies access to those files. Runs after the disk
+/// step has written fstab and GRUB's files, the last files forge writes.
+pub fn selinux_labels(ctx: &BuildContext) -> Result<()> {
+    let Some(config) = tree::read(&ctx.tree, "/etc/selinux/config")? else {
+        return Ok(());
+    };
+    let setting = |key: &str| {
+        config.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix(key)
+                .and_then(|r| r.strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_owned())
+        })
+    };
+    let mode = setting("SELINUX").unwrap_or_default();
+    if mode != "enforcing" && mode != "permissive" {
+        return Ok(());
+    }
+    let policy = setting("SELINUXTYPE").unwrap_or_else(|| "targeted".to_owned());
+    let contexts = format!("/etc/selinux/{policy}/contexts/files/file_contexts");
+    let has = |p: &str| tree::resolve_all(&ctx.tree, p).is_ok_and(|h| h.exists());
+    if has("/usr/sbin/setfiles") && has(&contexts) {
+        let argv: Vec<String> = [
+            "setfiles", "-F", "-e", "/proc", "-e", "/sys", "-e", "/dev", "-e", "/run",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([contexts, "/".to_owned()])
+        .collect();
+        super::chroot::command(&ctx.tree, &argv, &ctx.chroot_env())?
+            .run()
+            .context("labelling the tree with setfiles failed")?;
+        return Ok(());
+    }
+    tracing::warn!(
+        "SELinux is {mode} in the image but it has no setfiles or no {contexts}; \
+         the first boot relabels the file systems"
+    );
+    tree::write(&ctx.tree, "/.autorelabel", b"", 0o644)
+}
+
 fn disable_firewall(ctx: &BuildContext) -> Result<()> {
     if ctx
         .recipe
@@ -642,6 +686,28 @@ mod tests {
         assert!(text.starts_with("# Set by forge"));
         assert_eq!(text.matches("ClientAliveInterval 180").count(), 1);
         assert!(text.contains("ClientAliveInterval 60"));
+    }
+
+    #[test]
+    fn enforcing_selinux_without_setfiles_relabels_at_boot() {
+        let ctx = context();
+        fs::create_dir_all(ctx.tree.join("etc/selinux")).unwrap();
+        fs::write(
+            ctx.tree.join("etc/selinux/config"),
+            "SELINUX=enforcing\nSELINUXTYPE=targeted\n",
+        )
+        .unwrap();
+        selinux_labels(&ctx).unwrap();
+        assert!(ctx.tree.join(".autorelabel").exists());
+    }
+
+    #[test]
+    fn disabled_selinux_needs_no_relabel() {
+        let ctx = context();
+        fs::create_dir_all(ctx.tree.join("etc/selinux")).unwrap();
+        fs::write(ctx.tree.join("etc/selinux/config"), "SELINUX=disabled\n").unwrap();
+        selinux_labels(&ctx).unwrap();
+        assert!(!ctx.tree.join(".autorelabel").exists());
     }
 
     #[test]

@@ -299,6 +299,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
     let image = outputs.vhd_partial();
     let inventory = progress.step("assemble disk", || {
         disk::prepare_tree(&ctx, &ids)?;
+        harden::selinux_labels(&ctx).context("labelling the tree for SELinux failed")?;
         // The SBOM lists the packages of the final tree, read while the
         // tree is still there.
         let inventory = crate::sbom::collect(&check::DirView::new(&ctx.tree))
