@@ -12,6 +12,9 @@ apt-get update -q || echo "install-deps: apt-get update reported errors; continu
 # python3-jsonschema validates the SBOM against the SPDX 2.3 schema in the
 # tests. apt-utils indexes a recipe's folder of packages (apt-ftparchive);
 # libguestfs-xfs lets libguestfs read XFS, the RHEL family's root.
+# libcap2-bin (setcap) and openssl (password hashes) build the test
+# images of tests/support/make-*.sh, which also use attr and acl (both
+# dependencies of libguestfs0).
 packages="
   mmdebstrap
   gdisk
@@ -31,6 +34,8 @@ packages="
   python3-jsonschema
   apt-utils
   libguestfs-xfs
+  libcap2-bin
+  openssl
 "
 
 # libguestfs depends on the qemu-utils of Debian 12. A machine that carries

@@ -1,10 +1,10 @@
 #!/bin/bash
 # Builds a "dirty" Debian 12 cloud image in qcow2 format, as a vendor might
-# hand one over: a real Debian tree from mmdebstrap on LVM, with shell
-# history, SSH host keys, authorized keys, passwords, static network
-# configuration and a persistent MAC binding left in place, plus files
-# whose ownership, mode, extended attributes, ACLs, hard links, holes and
-# file capabilities the tests expect forge to keep.
+# hand one over. The root is a real Debian tree from mmdebstrap on LVM. It
+# keeps shell history, SSH host keys, authorized keys, passwords, static
+# network settings and a persistent MAC binding. It also carries fixture
+# files whose owner, mode, extended attributes, ACLs, hard links, holes
+# and file capabilities forge must keep.
 #
 # Usage: make-dirty-debian.sh OUT.qcow2
 #
@@ -33,6 +33,7 @@ export LIBGUESTFS_BACKEND_SETTINGS=${LIBGUESTFS_BACKEND_SETTINGS:-force_tcg}
 
 readonly SUITE=bookworm
 readonly PACKAGES=systemd-sysv,udev,dbus,linux-image-cloud-amd64,initramfs-tools,grub-pc-bin,grub-efi-amd64-bin,grub2-common,e2fsprogs,lvm2,openssh-server,cloud-init,cloud-guest-utils,python3,ifupdown,isc-dhcp-client,iproute2,netbase,sudo,ca-certificates
+# The passwords whose SHA-512 crypt hashes go into /etc/shadow.
 readonly ROOT_PASSWORD=forge-test
 readonly ALICE_PASSWORD=alice-test
 # A fixed machine ID, as an image that was booted once carries.
@@ -53,6 +54,7 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # Prints the Debian apt sources for SUITE, SUITE-updates and
 # SUITE-security that the host's apt is configured with, one
@@ -60,6 +62,7 @@ trap cleanup EXIT
 # none for SUITE (for example on a host that is not Debian 12).
 host_mirrors() {
     local uri release found=0
+    # shellcheck disable=SC2016 # apt, not the shell, expands the $(...) fields.
     while read -r uri release; do
         case $release in
             "$SUITE" | "$SUITE-updates" | "$SUITE-security")
@@ -70,7 +73,7 @@ host_mirrors() {
     done < <(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' \
         'Identifier: Packages' 2>/dev/null | sort -u)
     if ((found == 0)); then
-        echo "make-dirty-debian: the host's apt sources name no $SUITE mirror; using deb.debian.org" >&2
+        echo "make-dirty-debian: no $SUITE mirror found in the host's apt sources, so deb.debian.org is used" >&2
         echo "deb http://deb.debian.org/debian $SUITE main"
         echo "deb http://deb.debian.org/debian $SUITE-updates main"
         echo "deb http://deb.debian.org/debian-security $SUITE-security main"
@@ -78,70 +81,80 @@ host_mirrors() {
 }
 
 tree=$work/root
-mirrors=()
-while IFS= read -r line; do
-    mirrors+=("$line")
-done < <(host_mirrors)
-
-cache_opts=()
-if [[ -n ${FORGE_DEBS_CACHE:-} ]]; then
-    mkdir -p "$FORGE_DEBS_CACHE"
-    cache=$(realpath "$FORGE_DEBS_CACHE")
-    # essential/unlink is skipped so that the packages of the essential
-    # set stay in /var/cache/apt/archives until sync-out copies them.
-    cache_opts=(
-        --skip=essential/unlink
-        --setup-hook='mkdir -p "$1"/var/cache/apt/archives/'
-        --setup-hook="sync-in '$cache' /var/cache/apt/archives/"
-        --customize-hook="sync-out /var/cache/apt/archives '$cache'"
-    )
-fi
-
-# The package lists stay in the image, as a vendor's image keeps them.
-if ! mmdebstrap --mode=root --variant=apt --format=directory \
-    --components=main --include="$PACKAGES" --skip=cleanup/apt/lists \
-    "${cache_opts[@]}" --logfile="$work/mmdebstrap.log" \
-    "$SUITE" "$tree" "${mirrors[@]}"; then
-    echo "make-dirty-debian: mmdebstrap failed; its log follows" >&2
-    tail -n 40 "$work/mmdebstrap.log" >&2
-    exit 1
-fi
-
 boot_uuid=$(cat /proc/sys/kernel/random/uuid)
 swap_uuid=$(cat /proc/sys/kernel/random/uuid)
 root_uuid=$(cat /proc/sys/kernel/random/uuid)
 var_uuid=$(cat /proc/sys/kernel/random/uuid)
+root_hash=$(openssl passwd -6 -salt forgetest "$ROOT_PASSWORD")
+alice_hash=$(openssl passwd -6 -salt forgealice "$ALICE_PASSWORD")
 
-kernel=$(find "$tree/boot" -maxdepth 1 -name 'vmlinuz-*' -printf '%f\n' | sort -V | tail -n 1)
-kernel_version=${kernel#vmlinuz-}
-if [[ -z $kernel_version ]]; then
-    echo "make-dirty-debian: no kernel found in the tree's /boot" >&2
-    exit 1
-fi
+# Installs the Debian packages into $tree with mmdebstrap.
+install_packages() {
+    local mirrors=() line cache
+    while IFS= read -r line; do
+        mirrors+=("$line")
+    done < <(host_mirrors)
 
-# Configuration that a vendor's image carries.
-cat >"$tree/etc/fstab" <<EOF
+    local cache_opts=()
+    if [[ -n ${FORGE_DEBS_CACHE:-} ]]; then
+        mkdir -p "$FORGE_DEBS_CACHE"
+        cache=$(realpath "$FORGE_DEBS_CACHE")
+        # essential/unlink is skipped so that the packages of the essential
+        # set stay in /var/cache/apt/archives until sync-out copies them.
+        # shellcheck disable=SC2016 # mmdebstrap passes the chroot as $1.
+        cache_opts=(
+            --skip=essential/unlink
+            --setup-hook='mkdir -p "$1"/var/cache/apt/archives/'
+            --setup-hook="sync-in '$cache' /var/cache/apt/archives/"
+            --customize-hook="sync-out /var/cache/apt/archives '$cache'"
+        )
+    fi
+
+    # The package lists stay in the image, as a vendor's image keeps them.
+    if ! mmdebstrap --mode=root --variant=apt --format=directory \
+        --components=main --include="$PACKAGES" --skip=cleanup/apt/lists \
+        "${cache_opts[@]}" --logfile="$work/mmdebstrap.log" \
+        "$SUITE" "$tree" "${mirrors[@]}"; then
+        echo "make-dirty-debian: mmdebstrap failed. The end of its log:" >&2
+        tail -n 40 "$work/mmdebstrap.log" >&2
+        return 1
+    fi
+}
+
+# Writes the configuration that a vendor's image carries: mounts, resume
+# device, machine ID, host name and boot loader settings.
+configure_system() {
+    local kernel kernel_version
+    kernel=$(find "$tree/boot" -maxdepth 1 -name 'vmlinuz-*' -printf '%f\n' | sort -V | tail -n 1)
+    kernel_version=${kernel#vmlinuz-}
+    if [[ -z $kernel_version ]]; then
+        echo "make-dirty-debian: no kernel found in the tree's /boot" >&2
+        return 1
+    fi
+
+    cat >"$tree/etc/fstab" <<EOT
 # /etc/fstab: static file system information.
 /dev/mapper/vg0-root / ext4 errors=remount-ro 0 1
 UUID=$boot_uuid /boot ext4 defaults 0 2
 /dev/mapper/vg0-var /var ext4 defaults 0 2
 UUID=$swap_uuid none swap sw 0 0
-EOF
-echo "RESUME=UUID=$swap_uuid" >"$tree/etc/initramfs-tools/conf.d/resume"
-echo "$MACHINE_ID" >"$tree/etc/machine-id"
-echo "vendor-build" >"$tree/etc/hostname"
+EOT
+    echo "RESUME=UUID=$swap_uuid" >"$tree/etc/initramfs-tools/conf.d/resume"
+    echo "$MACHINE_ID" >"$tree/etc/machine-id"
+    echo "vendor-build" >"$tree/etc/hostname"
 
-cat >"$tree/etc/default/grub" <<'EOF'
+    cat >"$tree/etc/default/grub" <<'EOT'
 GRUB_DEFAULT=0
 GRUB_TIMEOUT=5
 GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`
 GRUB_CMDLINE_LINUX_DEFAULT="quiet"
 GRUB_CMDLINE_LINUX=""
-EOF
-# A grub.cfg as grub-mkconfig writes it for a separate /boot. GRUB reads
-# paths relative to the /boot file system, so they have no /boot prefix.
-mkdir -p "$tree/boot/grub"
-cat >"$tree/boot/grub/grub.cfg" <<EOF
+EOT
+    # A grub.cfg as grub-mkconfig writes it for a separate /boot. GRUB
+    # reads paths relative to the /boot file system, so they have no /boot
+    # prefix.
+    mkdir -p "$tree/boot/grub"
+    cat >"$tree/boot/grub/grub.cfg" <<EOT
 # Placeholder in the shape of grub-mkconfig's output. No boot loader is
 # installed on this disk.
 set default="0"
@@ -160,92 +173,114 @@ menuentry 'Debian GNU/Linux' --class debian --class gnu-linux --class gnu --clas
 	echo	'Loading initial ramdisk ...'
 	initrd	/initrd.img-$kernel_version
 }
-EOF
+EOT
+}
 
-# Dirty state: everything below is what forge must clean or replace.
-rm -f "$tree/etc/resolv.conf"
-cat >"$tree/etc/resolv.conf" <<'EOF'
+# Leaves the state that forge must clean or replace: resolver and static
+# network settings, a MAC binding, passwords, keys and shell history.
+add_dirty_state() {
+    rm -f "$tree/etc/resolv.conf"
+    cat >"$tree/etc/resolv.conf" <<'EOT'
 nameserver 192.0.2.53
 nameserver 198.51.100.53
-EOF
+EOT
 
-mkdir -p "$tree/etc/network/interfaces.d"
-cat >"$tree/etc/network/interfaces.d/eth0" <<'EOF'
+    mkdir -p "$tree/etc/network/interfaces.d"
+    cat >"$tree/etc/network/interfaces.d/eth0" <<'EOT'
 auto eth0
 iface eth0 inet static
     address 192.0.2.10/24
     gateway 192.0.2.1
-EOF
+EOT
 
-cat >"$tree/etc/udev/rules.d/70-persistent-net.rules" <<'EOF'
+    cat >"$tree/etc/udev/rules.d/70-persistent-net.rules" <<'EOT'
 # This file was automatically generated by the /lib/udev/write_net_rules
 # program, run by the persistent-net-generator.rules rules file.
 SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{address}=="52:54:00:12:34:56", ATTR{dev_id}=="0x0", ATTR{type}=="1", KERNEL=="eth*", NAME="eth0"
-EOF
+EOT
 
-root_hash=$(openssl passwd -6 -salt forgetest "$ROOT_PASSWORD")
-alice_hash=$(openssl passwd -6 -salt forgealice "$ALICE_PASSWORD")
-chroot "$tree" usermod -p "$root_hash" root
-chroot "$tree" useradd --create-home --uid 1000 --user-group \
-    --shell /bin/bash --password "$alice_hash" alice
+    chroot "$tree" usermod -p "$root_hash" root
+    chroot "$tree" useradd --create-home --uid 1000 --user-group \
+        --shell /bin/bash --password "$alice_hash" alice
 
-mkdir -p "$tree/root/.ssh" "$tree/home/alice/.ssh"
-echo "$ROOT_AUTHORIZED_KEY" >"$tree/root/.ssh/authorized_keys"
-echo "$ALICE_AUTHORIZED_KEY" >"$tree/home/alice/.ssh/authorized_keys"
-chmod 0700 "$tree/root/.ssh" "$tree/home/alice/.ssh"
-chmod 0600 "$tree/root/.ssh/authorized_keys" "$tree/home/alice/.ssh/authorized_keys"
-printf '%s\n' 'apt-get update' 'apt-get -y upgrade' 'vi /etc/network/interfaces.d/eth0' \
-    'systemctl restart networking' >"$tree/root/.bash_history"
-printf '%s\n' 'ls -la' 'sudo -i' 'ssh vendor@192.0.2.1' >"$tree/home/alice/.bash_history"
-chmod 0600 "$tree/root/.bash_history" "$tree/home/alice/.bash_history"
-chown -R 1000:1000 "$tree/home/alice"
+    mkdir -p "$tree/root/.ssh" "$tree/home/alice/.ssh"
+    echo "$ROOT_AUTHORIZED_KEY" >"$tree/root/.ssh/authorized_keys"
+    echo "$ALICE_AUTHORIZED_KEY" >"$tree/home/alice/.ssh/authorized_keys"
+    chmod 0700 "$tree/root/.ssh" "$tree/home/alice/.ssh"
+    chmod 0600 "$tree/root/.ssh/authorized_keys" "$tree/home/alice/.ssh/authorized_keys"
+    printf '%s\n' 'apt-get update' 'apt-get -y upgrade' \
+        'vi /etc/network/interfaces.d/eth0' 'systemctl restart networking' \
+        >"$tree/root/.bash_history"
+    printf '%s\n' 'ls -la' 'sudo -i' 'ssh vendor@192.0.2.1' >"$tree/home/alice/.bash_history"
+    chmod 0600 "$tree/root/.bash_history" "$tree/home/alice/.bash_history"
+    chown -R 1000:1000 "$tree/home/alice"
 
-# openssh-server's postinst makes the host keys; make them if it did not.
-if ! compgen -G "$tree/etc/ssh/ssh_host_*_key" >/dev/null; then
-    chroot "$tree" ssh-keygen -A >/dev/null
-fi
+    # openssh-server's postinst normally makes the host keys. This covers
+    # a postinst that did not.
+    if ! compgen -G "$tree/etc/ssh/ssh_host_*_key" >/dev/null; then
+        chroot "$tree" ssh-keygen -A
+    fi
+}
 
-# Attribute fixtures on the root LV.
-fixtures=$tree/opt/forge-fixtures
-mkdir -p "$fixtures"
-echo "owned by 1234:5678" >"$fixtures/owned"
-chown 1234:5678 "$fixtures/owned"
-chmod 0640 "$fixtures/owned"
-cp "$tree/usr/bin/true" "$fixtures/setuid"
-chmod 4755 "$fixtures/setuid"
-mkdir "$fixtures/sticky"
-chmod 1777 "$fixtures/sticky"
-echo "user xattr" >"$fixtures/xattr"
-setfattr -n user.forge.test -v kept "$fixtures/xattr"
-echo "SELinux label" >"$fixtures/selinux"
-setfattr -n security.selinux -v system_u:object_r:httpd_sys_content_t:s0 "$fixtures/selinux"
-echo "access ACL" >"$fixtures/acl"
-setfacl -m u:1234:rw- "$fixtures/acl"
-mkdir "$fixtures/acl-dir"
-setfacl -m d:u:1234:r-x "$fixtures/acl-dir"
-echo "one inode, two names" >"$fixtures/hardlink-a"
-ln "$fixtures/hardlink-a" "$fixtures/hardlink-b"
-truncate -s 64M "$fixtures/sparse"
-printf forge | dd of="$fixtures/sparse" bs=1 seek=$((32 * 1024 * 1024)) conv=notrunc status=none
-cp "$tree/usr/bin/true" "$fixtures/caps"
-setcap cap_net_raw+ep "$fixtures/caps"
+# Makes the files whose attributes forge must keep, on the root LV and
+# on the var LV.
+add_fixtures() {
+    local fixtures=$tree/opt/forge-fixtures
+    mkdir -p "$fixtures"
+    echo "owned by 1234:5678" >"$fixtures/owned"
+    chown 1234:5678 "$fixtures/owned"
+    chmod 0640 "$fixtures/owned"
+    cp "$tree/usr/bin/true" "$fixtures/setuid"
+    chmod 4755 "$fixtures/setuid"
+    mkdir "$fixtures/sticky"
+    chmod 1777 "$fixtures/sticky"
+    echo "user xattr" >"$fixtures/xattr"
+    setfattr -n user.forge.test -v kept "$fixtures/xattr"
+    echo "SELinux label" >"$fixtures/selinux"
+    setfattr -n security.selinux -v system_u:object_r:httpd_sys_content_t:s0 "$fixtures/selinux"
+    echo "access ACL" >"$fixtures/acl"
+    setfacl -m u:1234:rw- "$fixtures/acl"
+    mkdir "$fixtures/acl-dir"
+    setfacl -m d:u:1234:r-x "$fixtures/acl-dir"
+    echo "one inode, two names" >"$fixtures/hardlink-a"
+    ln "$fixtures/hardlink-a" "$fixtures/hardlink-b"
+    truncate -s 64M "$fixtures/sparse"
+    printf forge | dd of="$fixtures/sparse" bs=1 seek=$((32 * 1024 * 1024)) \
+        conv=notrunc status=none
+    cp "$tree/usr/bin/true" "$fixtures/caps"
+    setcap cap_net_raw+ep "$fixtures/caps"
 
-# Fixtures on the var LV.
-var_fixtures=$tree/var/lib/forge-fixtures
-mkdir -p "$var_fixtures"
-echo "one inode, two names, on /var" >"$var_fixtures/hardlink-a"
-ln "$var_fixtures/hardlink-a" "$var_fixtures/hardlink-b"
-echo "user xattr on /var" >"$var_fixtures/xattr"
-setfattr -n user.forge.test -v kept-var "$var_fixtures/xattr"
+    local var_fixtures=$tree/var/lib/forge-fixtures
+    mkdir -p "$var_fixtures"
+    echo "one inode, two names, on /var" >"$var_fixtures/hardlink-a"
+    ln "$var_fixtures/hardlink-a" "$var_fixtures/hardlink-b"
+    echo "user xattr on /var" >"$var_fixtures/xattr"
+    setfattr -n user.forge.test -v kept-var "$var_fixtures/xattr"
+}
 
-# The disk. tar streams the tree into the appliance, which has the three
-# file systems mounted where the tree expects them.
+# Builds the tree and writes it to standard output as a tar stream that
+# keeps owners by number, extended attributes, SELinux labels, ACLs, hard
+# links and holes. Everything else goes to standard error.
+tree_tar() {
+    {
+        install_packages
+        configure_system
+        add_dirty_state
+        add_fixtures
+    } >&2
+    tar -C "$tree" --create --file=- --xattrs --xattrs-include='*' --acls \
+        --selinux --sparse --numeric-owner .
+}
+
+# The disk. While tree_tar builds the tree, guestfish boots the appliance,
+# partitions and formats the disk and mounts the three file systems where
+# the tree expects them. Then tar-in reads the tar stream from standard
+# input. The commands are arguments, not a script file, because guestfish
+# -f reads its script from standard input. If tree_tar fails, tar-in gets
+# an empty stream and fails too.
 tmp_out=$(mktemp "$out.tmp.XXXXXX")
 qemu-img create -q -f qcow2 "$tmp_out" 4G
-# The commands are arguments, not a script file, because guestfish -f
-# reads its script from standard input, which carries the tar stream.
-tar -C "$tree" --create --file=- --xattrs --xattrs-include='*' --acls \
-    --selinux --sparse --numeric-owner . |
+tree_tar |
     guestfish --format=qcow2 -a "$tmp_out" -- \
         run : \
         part-init /dev/sda gpt : \
@@ -309,6 +344,7 @@ echo @sparse
 lstatns /opt/forge-fixtures/sparse
 echo @sparse-data
 pread /opt/forge-fixtures/sparse 5 33554432
+echo
 echo @owned
 lstatns /opt/forge-fixtures/owned
 echo @setuid
@@ -390,7 +426,11 @@ check "user.forge.test=kept on /opt" has_text xattr "attrval: kept"
 check "user.forge.test=kept-var on /var" has_text var-xattr "attrval: kept-var"
 check "security.selinux label kept" \
     has_text selinux "attrval: system_u:object_r:httpd_sys_content_t:s0"
-check "security.capability present" has_line caps "  attrname: security.capability"
+# The expected value is VFS_CAP_REVISION_2 with the effective flag, then
+# the permitted mask with bit 13 (CAP_NET_RAW) set, little-endian, as
+# guestfish prints it with \xNN escapes.
+check "security.capability is cap_net_raw+ep" \
+    has_text caps 'attrval: \x01\x00\x00\x02\x00 \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00' 
 check "access ACL u:1234:rw-" has_line acl "user:1234:rw-"
 check "default ACL u:1234:r-x" has_line acl-dir "user:1234:r-x"
 check "hard link on /opt shares an inode" \
@@ -435,11 +475,13 @@ check "alice owns her home" \
 echo "  sparse file: st_size=$sparse_size st_blocks=$sparse_blocks (512-byte units)"
 
 if ((failures > 0)); then
-    echo "make-dirty-debian: $failures checks failed; the verification output is:" >&2
+    echo "make-dirty-debian: $failures checks failed. The guestfish output:" >&2
     cat "$work/verify.out" >&2
     exit 1
 fi
 
+# mktemp made the file with mode 0600.
+chmod 0644 "$tmp_out"
 mv "$tmp_out" "$out"
 tmp_out=""
 echo "make-dirty-debian: wrote $out ($(du -h "$out" | cut -f1) on disk)"
