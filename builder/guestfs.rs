@@ -365,21 +365,18 @@ impl GuestImage {
                 .with_context(|| format!("failed to create {}", fifo.display()));
         }
 
-        let unpack = crate::exec::Cmd::new("tar")
-            .args([
-                "-x",
-                "--numeric-owner",
-                "--same-permissions",
-                "--same-owner",
-                "--xattrs",
-                "--xattrs-include=*",
-                "--acls",
-                "--selinux",
-                "--exclude=./dev/*",
-            ])
-            .arg("-f")
+        // tar stops at the archive's end marker, and the appliance still
+        // writes the padding of its last record after it, so `cat` reads
+        // the rest of the FIFO; otherwise the appliance's write fails.
+        let unpack = crate::exec::Cmd::new("sh")
+            .arg("-c")
+            .arg(
+                "{ tar -x --numeric-owner --same-permissions --same-owner --xattrs \
+                   --xattrs-include='*' --acls --selinux --exclude='./dev/*' -f - -C \"$2\"; \
+                   status=$?; cat > /dev/null; exit $status; } < \"$1\"",
+            )
+            .arg("forge-unpack")
             .arg(&fifo)
-            .arg("-C")
             .arg(dest)
             .label("unpack the image's tree");
         let reader = std::thread::spawn(move || unpack.run());
@@ -409,8 +406,10 @@ impl GuestImage {
         let unpacked = reader
             .join()
             .map_err(|_| anyhow!("the thread unpacking the tree panicked"))?;
-        sent?;
+        // When the host's tar stops first, the appliance only sees a broken
+        // pipe, so tar's own error is the one to report.
         unpacked.context("failed to unpack the image's tree")?;
+        sent?;
         let _ = std::fs::remove_file(&fifo);
         Ok(())
     }
