@@ -934,3 +934,26 @@ fn locked_rebuild_gives_the_same_bytes() {
         "a --locked rebuild from the same image differs"
     );
 }
+
+#[test]
+fn btrfs_subvolumes_are_copied() {
+    if !prerequisites_met() {
+        return;
+    }
+    let image = make_image("make-btrfs-subvolumes.sh", "btrfs-subvolumes.qcow2");
+    let dir = case_dir("btrfs");
+    let base = forge::recipe::ImageBase {
+        path: image.clone(),
+        sha256: support::sha256_file(&image),
+        packages_from: forge::recipe::PackageSource::ImageRepositories,
+    };
+    let tree = dir.join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    forge::build::import::copy_tree(&base, &tree).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        tree.join("etc/os-release").is_file(),
+        "the @ subvolume is missing"
+    );
+    let note = fs::read_to_string(tree.join("home/alice/note")).unwrap();
+    assert_eq!(note, "kept on the @home subvolume\n");
+}
