@@ -1,6 +1,6 @@
 #!/bin/bash
 # Builds a small qcow2 image whose root and /home are btrfs subvolumes
-# (`@` and `@home`), as openSUSE and Ubuntu installers lay them out, with
+# (`@` and `@home`), as Ubuntu's installer lays them out, with
 # just enough of a Debian 12 tree for libguestfs inspection.
 #
 # Usage: make-btrfs-subvolumes.sh OUT.qcow2
