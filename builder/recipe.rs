@@ -442,7 +442,10 @@ fn validate_layer(raw: RawLayer, recipe_dir: &Path) -> Result<Layer> {
     check_name(&raw.name, "name")?;
     for p in &raw.packages {
         if !is_package_spec(p) {
-            bail!("packages: {p:?} is not a Debian package name (optionally `name=version`)");
+            bail!(
+                "packages: {p:?} is not a package name (letters, digits, `+-._`, optionally \
+                 `name=version`)"
+            );
         }
     }
     for (i, argv) in raw.run.iter().enumerate() {
@@ -478,13 +481,15 @@ fn is_package_spec(p: &str) -> bool {
         None => (p, None),
     };
     // apt reads a trailing `-` or `+` as "remove" or "install", so a name
-    // must end with a letter or digit.
+    // must end with a letter or digit. rpm names may have capitals and
+    // underscores (WALinuxAgent, python3_pyasn1); Debian's may not, and apt
+    // rejects those itself.
     let name_ok = name.len() >= 2
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || "+-._".contains(c));
     let version_ok = version.is_none_or(|v| {
         !v.is_empty()
             && v.chars()
@@ -568,4 +573,30 @@ fn escapes(from: &Path, target: &Path) -> bool {
 
 fn validate_waiver(raw: RawWaiver) -> Result<Waiver> {
     crate::check::policy::validate_waiver(&raw.rule, &raw.reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_names_of_each_family_pass() {
+        for name in [
+            "nginx",
+            "libssl3",
+            "g++",
+            "WALinuxAgent",
+            "python3_pyasn1",
+            "nginx=1.22.1-9",
+        ] {
+            assert!(is_package_spec(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn package_names_apt_misreads_fail() {
+        for name in ["nginx-", "nginx+", "-nginx", "a", "ng inx", "nginx="] {
+            assert!(!is_package_spec(name), "{name}");
+        }
+    }
 }

@@ -159,7 +159,7 @@ fn package_name_with_trailing_dash() {
     let case = Case::new(&format!(
         "{HEAD}{BASE}[[layer]]\nname = \"a\"\npackages = [\"nginx-\"]\n"
     ));
-    assert_rejected(&case, &["nginx-", "not a Debian package name"]);
+    assert_rejected(&case, &["nginx-", "is not a package name"]);
 }
 
 #[test]
