@@ -480,13 +480,14 @@ fn is_package_spec(p: &str) -> bool {
         Some((n, v)) => (n, Some(v)),
         None => (p, None),
     };
-    // apt reads a trailing `-` or `+` as "remove" or "install", so a name
-    // must end with a letter or digit. rpm names may have capitals and
-    // underscores (WALinuxAgent, python3_pyasn1); Debian's may not, and apt
-    // rejects those itself.
+    // apt reads a trailing `-` as "remove" when no package has the whole
+    // name, so a name must not end with one. A trailing `+` is kept, for
+    // names such as g++. rpm names may have capitals and underscores
+    // (WALinuxAgent, python3_pyasn1); Debian's may not, and apt rejects
+    // those itself.
     let name_ok = name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '+')
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+-._".contains(c));
@@ -595,7 +596,7 @@ mod tests {
 
     #[test]
     fn package_names_apt_misreads_fail() {
-        for name in ["nginx-", "nginx+", "-nginx", "a", "ng inx", "nginx="] {
+        for name in ["nginx-", "-nginx", "a", "ng inx", "nginx="] {
             assert!(!is_package_spec(name), "{name}");
         }
     }
