@@ -27,10 +27,26 @@ pub fn install_interrupt_handler() -> Result<()> {
     ctrlc::set_handler(|| {
         INTERRUPTED.store(true, Ordering::SeqCst);
         let groups = RUNNING.lock().map(|g| g.clone()).unwrap_or_default();
+        if groups.is_empty() {
+            return;
+        }
+        eprintln!(
+            "forge: stopping the running commands; those still running in {} s are killed",
+            KILL_GRACE.as_secs()
+        );
         signal_groups(&groups, libc::SIGTERM);
-        // A command that ignores SIGTERM (a layer's own program, say) would
-        // keep forge waiting; after a grace period it is killed.
-        std::thread::sleep(KILL_GRACE);
+        // A command that ignores SIGTERM would keep forge waiting, so after a
+        // grace period it is killed. Commands inside the image tree are the
+        // first process of their PID namespace, which ignores SIGTERM unless
+        // the program handles it.
+        let deadline = std::time::Instant::now() + KILL_GRACE;
+        while std::time::Instant::now() < deadline {
+            let left = RUNNING.lock().map(|g| g.clone()).unwrap_or_default();
+            if left.is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let left = RUNNING.lock().map(|g| g.clone()).unwrap_or_default();
         signal_groups(&left, libc::SIGKILL);
     })

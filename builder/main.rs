@@ -242,7 +242,12 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            if e.downcast_ref::<forge::exec::Interrupted>().is_some() {
+            // A signal also reaches the libguestfs appliance and other
+            // children in forge's process group, whose own failure may
+            // surface first; the interruption is the cause either way.
+            if e.downcast_ref::<forge::exec::Interrupted>().is_some()
+                || forge::exec::check_interrupted().is_err()
+            {
                 eprintln!("forge: interrupted; temporary files were removed");
                 return ExitCode::from(130);
             }

@@ -37,7 +37,7 @@ pub fn copy_tree(base: &ImageBase, dest: &Path) -> Result<()> {
         .with_context(|| format!("failed to open base image {}", base.path.display()))?;
     let os = image.os().with_context(|| {
         format!(
-            "base image {} holds no operating system that libguestfs recognizes",
+            "base image {} contains no operating system that libguestfs recognizes",
             base.path.display()
         )
     })?;

@@ -194,12 +194,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         import::verify_pin(image, &opts.cache_dir)?;
     }
     preflight(&recipe)?;
-    std::fs::create_dir_all(&opts.output_dir).with_context(|| {
-        format!(
-            "failed to create output folder {}",
-            opts.output_dir.display()
-        )
-    })?;
+    let mut output_folder = NewFolder::create(&opts.output_dir)?;
     let work = tempfile::Builder::new()
         .prefix("forge-build-")
         .tempdir()
@@ -375,7 +370,40 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         "build finished in {:.1} s",
         progress.started.elapsed().as_secs_f64()
     );
+    output_folder.keep();
     Ok(artifacts)
+}
+
+/// The output folder, removed again when the build that created it fails
+/// before writing anything into it.
+struct NewFolder {
+    path: PathBuf,
+    created: bool,
+}
+
+impl NewFolder {
+    fn create(path: &Path) -> Result<Self> {
+        let created = !path.exists();
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("failed to create output folder {}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            created,
+        })
+    }
+
+    fn keep(&mut self) {
+        self.created = false;
+    }
+}
+
+impl Drop for NewFolder {
+    fn drop(&mut self) {
+        if self.created {
+            // Fails, and so keeps the folder, when anything is in it.
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
 }
 
 /// Before a build replaces a lock whose packages differ from what it
