@@ -275,7 +275,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
                 stages::image_step(&ctx, &stage_cache, image)
             })?;
             progress.step("prepare the base image", || {
-                stages::prepare_image(&mut ctx, image, key)
+                stages::prepare_image(&mut ctx, &stage_cache, image, key)
             })?
         }
     };

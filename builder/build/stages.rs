@@ -131,7 +131,12 @@ pub fn image_step(
 /// build's epoch, removes what forge's layout replaces, points the package
 /// manager at the recipe's repository, and adds forge's own first layer.
 /// Returns the keys of the layer stages.
-pub fn prepare_image(ctx: &mut Context, image: &ImageBase, copy_key: StageKey) -> Result<Stages> {
+pub fn prepare_image(
+    ctx: &mut Context,
+    cache: &StageCache,
+    image: &ImageBase,
+    copy_key: StageKey,
+) -> Result<Stages> {
     let family = import::detect_family(&ctx.tree)?;
     ctx.family = family;
     ctx.epoch = match (&ctx.lock, std::env::var("SOURCE_DATE_EPOCH")) {
@@ -222,6 +227,17 @@ pub fn prepare_image(ctx: &mut Context, image: &ImageBase, copy_key: StageKey) -
             format!("failed to compute the cache key of layer `{}`", layer.name)
         })?;
         keys.push(key);
+    }
+    // As after a bootstrap, the latest cached layer is restored at once
+    // rather than each layer before it in turn.
+    for i in (0..ctx.layers.len()).rev() {
+        let key = &keys[i + 1];
+        if cache.contains(key) && cache.restore(key, &ctx.tree)? {
+            return Ok(Stages {
+                keys,
+                layers_restored: i + 1,
+            });
+        }
     }
     Ok(Stages {
         keys,
