@@ -875,10 +875,14 @@ fn every_container_format_is_copied() {
     }
     let dir = case_dir("formats");
     let raw = support::make_test_image(&dir);
-    // qcow2 is the dirty image's format, and a fixed VHD is what forge
-    // writes; the direct reader has no part in a copy, so each format here
-    // goes through libguestfs alone.
-    for (format, options) in [("vhdx", ""), ("vpc", "subformat=dynamic")] {
+    // qcow2 is the dirty image's format. The direct reader has no part in
+    // a copy, so each format here goes through libguestfs alone.
+    for (format, options) in [
+        ("raw", ""),
+        ("vpc", "subformat=fixed,force_size=on"),
+        ("vpc", "subformat=dynamic"),
+        ("vhdx", ""),
+    ] {
         let image = dir.join(format!("test-{format}-{}.img", options.len()));
         let mut convert = Command::new("qemu-img");
         convert.args(["convert", "-O", format]);
