@@ -3,10 +3,10 @@
 # 2022 Datacenter image that was generalized with sysprep and left with
 # some dirty state. No Windows image can be fetched here, so everything
 # in it is made up: the disk layout, NTFS volumes and registry hive files
-# are in their real formats, but it holds no Windows binary and no
+# are in their real formats, but it contains no Windows binary and no
 # Microsoft content. The .exe files are minimal PE32+ x86-64 headers with
 # no code, the registry hives are written from scratch (an empty hive by
-# this script, values by hivexregedit) and hold only the values below.
+# this script, values by hivexregedit) and contain only the values below.
 #
 # Usage: make-windows-synthetic.sh OUT.vhd
 #
@@ -16,14 +16,14 @@
 # python3 and tar. It uses no loop device or device-mapper.
 #
 # Disk layout (32 GiB virtual, MBR, 512-byte sectors, disk signature
-# 0x$DISK_SIGNATURE below), written as a fixed VHD (sparse on the host):
+# 0x4A7D1C93), written as a fixed VHD (sparse on the host):
 #   1  NTFS (0x07), active  sectors 2048..1026047 (500 MiB), label
 #      "System Reserved", with a placeholder bootmgr and Boot folder
 #   2  NTFS (0x07)          sectors 1026048..end, label "Windows", the
-#      C: drive (MountedDevices in the SYSTEM hive says so)
+#      C: drive in MountedDevices of the SYSTEM hive
 # The disk does not boot.
 #
-# The Windows volume holds:
+# The Windows volume contains:
 #   Windows/System32/config/{SOFTWARE,SYSTEM,SAM}  registry hives
 #   Windows/System32/{cmd.exe,ntoskrnl.exe}         PE32+ x86-64 headers
 #   Windows/System32/drivers/etc/hosts              with an extra entry
@@ -34,17 +34,23 @@
 #   Users/Public/
 #
 # What libguestfs 1.48 inspection needs to report this disk as Windows
-# (type windows, distro windows, product name, version 10.0, x86_64):
-#   - Windows/System32 with a config folder and a cmd.exe file: the
-#     inspection looks for that trio to find the system root, and takes
-#     the architecture from cmd.exe's PE header (ntoskrnl.exe is not read);
-#   - SOFTWARE: Microsoft\Windows NT\CurrentVersion with ProductName, and
-#     CurrentMajorVersionNumber/CurrentMinorVersionNumber (DWORDs 10 and 0)
-#     for the version; without them it parses CurrentVersion, which
-#     Windows 10 and later leave at "6.3";
-#   - SYSTEM: Select\Current, to pick ControlSet001; MountedDevices maps
-#     C: to the partition (drive mappings) and
-#     ControlSet001\Services\Tcpip\Parameters\Hostname gives the hostname.
+# (type, distro, product name, version 10.0, x86_64), found by removing
+# each part from a built image:
+#   - Windows/System32/cmd.exe next to System32/config: without cmd.exe
+#     inspect-os finds no operating system. The architecture comes from
+#     cmd.exe's PE header (ntoskrnl.exe is not read).
+#   - SOFTWARE: Microsoft\Windows NT\CurrentVersion with ProductName and
+#     the DWORDs CurrentMajorVersionNumber (10) and CurrentMinorVersionNumber
+#     (0). Without them the version is parsed from CurrentVersion, which
+#     Windows 10 and later leave at "6.3", so inspection reports 6.3.
+#   - SYSTEM: it must exist, or inspection keeps none of the registry
+#     results (version 0.0, hostname unknown). Inspection reads the drive
+#     mappings from MountedDevices and the hostname from
+#     ControlSet001\Services\Tcpip\Parameters\Hostname (ControlSet001
+#     by Select\Current). These keys were not removed one at a time.
+#
+# NOTE: qemu-img and libguestfs probe a fixed VHD as raw, because its only
+# VHD header is the footer at the end, so pass the format vpc explicitly.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -156,11 +162,12 @@ def pe(path, subsystem):
     struct.pack_into('<4sHHIIIHH', image, 0x40, b'PE\0\0', 0x8664, 0,
                      0x65a84580, 0, 0, 0xf0, 0x22)
     optional = 0x58
-    # Magic PE32+, linker 14.0, no code or data, entry point and base of
-    # code 0x1000, image base, alignments, OS, image and subsystem
-    # versions 10.0, image size, header size, checksum 0, subsystem,
-    # DLL characteristics (dynamic base, NX, terminal server aware),
-    # stack and heap sizes, loader flags, 16 data directories (all 0).
+    # The optional header: magic PE32+, linker 14.0, no code or data,
+    # entry point and base of code 0x1000, image base and alignments.
+    # Then OS, image and subsystem versions 10.0, image and header
+    # sizes, checksum 0, subsystem and DLL characteristics (dynamic
+    # base, NX, terminal server aware). Last come stack and heap sizes,
+    # loader flags and 16 data directories, all 0.
     struct.pack_into('<HBBIIIIIQIIHHHHHHIIIIHHQQQQII', image, optional,
                      0x20b, 14, 0, 0, 0, 0, 0x1000, 0x1000,
                      0x140000000, 0x1000, 0x200, 10, 0, 10, 0, 10, 0, 0,
@@ -248,6 +255,8 @@ make_hive() {
         "$hive" "$work/$name.reg"
 }
 
+# NOTE: the Microsoft\GuestAgent key is a made-up marker of the Azure
+# guest agent. The keys a real agent writes were not checked.
 make_software_hive() {
     make_hive SOFTWARE <<EOF
 Windows Registry Editor Version 5.00
