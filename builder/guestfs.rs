@@ -406,7 +406,7 @@ impl GuestImage {
         let unpacked = reader
             .join()
             .map_err(|_| anyhow!("the thread unpacking the tree panicked"))?;
-        // When the host's tar stops first, the appliance only sees a broken
+        // When the host's tar stops first, the appliance only gets a broken
         // pipe, so tar's own error is the one to report.
         unpacked.context("failed to unpack the image's tree")?;
         sent?;

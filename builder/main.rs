@@ -242,9 +242,9 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            // A signal also reaches the libguestfs appliance and other
-            // children in forge's process group, whose own failure may
-            // surface first; the interruption is the cause either way.
+            // A signal also reaches the libguestfs appliance and the other
+            // children in forge's process group, so their failure may
+            // surface first. The interruption is the cause either way.
             if e.downcast_ref::<forge::exec::Interrupted>().is_some()
                 || forge::exec::check_interrupted().is_err()
             {

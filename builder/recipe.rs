@@ -66,7 +66,7 @@ pub struct ImageBase {
     pub path: PathBuf,
     /// Expected sha256 of the image file, lowercase hex.
     pub sha256: String,
-    /// Where the layers get packages.
+    /// Package source of the layers.
     pub packages_from: PackageSource,
 }
 

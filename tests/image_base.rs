@@ -124,8 +124,8 @@ fn make_image(script: &str, name: &str) -> PathBuf {
     image
 }
 
-/// The dirty Debian image. `FORGE_TEST_DIRTY_IMAGE` names one made before,
-/// to save its three minutes while working on these tests.
+/// Returns the dirty Debian image, made once per run. `FORGE_TEST_DIRTY_IMAGE`
+/// names one made before, which saves the script's three minutes.
 fn dirty_image() -> &'static PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE.get_or_init(|| match std::env::var_os("FORGE_TEST_DIRTY_IMAGE") {
@@ -202,8 +202,8 @@ fn run_build(recipe: &Path, out: &Path, stem: &str) -> Build {
     }
 }
 
-/// The dirty Debian image plus the nginx layer of the example recipe,
-/// built once per run.
+/// Builds the dirty Debian image with the nginx layer of the example recipe,
+/// once per run.
 fn dirty_build() -> &'static Build {
     static BUILD: OnceLock<Build> = OnceLock::new();
     BUILD.get_or_init(|| {
@@ -216,7 +216,7 @@ fn dirty_build() -> &'static Build {
     })
 }
 
-/// The built dirty image, opened with the direct reader.
+/// Opens the built dirty image with the direct reader.
 fn built() -> Box<DirectImage> {
     let build = dirty_build();
     build.assert_succeeded();
@@ -265,8 +265,8 @@ fn debugfs(request: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A ClamAV database with one signature that matches nothing in the image,
-/// so that the malware scan runs.
+/// Writes a ClamAV database with one signature that matches nothing in the
+/// image, so that the malware scan runs.
 fn clamav_db(dir: &Path) -> PathBuf {
     let db = dir.join("clamav-db");
     fs::create_dir_all(&db).unwrap();
@@ -382,7 +382,7 @@ fn lvm_and_swap_partition_do_not_survive() {
 }
 
 #[test]
-fn separate_boot_and_var_are_in_the_one_root() {
+fn boot_and_var_merge_into_root() {
     if !prerequisites_met() {
         return;
     }
@@ -773,7 +773,7 @@ fn check_reads_the_rhel_shaped_source() {
 }
 
 #[test]
-fn rhel_shaped_image_gets_azure_boot_and_network_config() {
+fn rhel_tree_gets_azure_boot_and_network() {
     if !prerequisites_met() {
         return;
     }
