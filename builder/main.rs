@@ -301,6 +301,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         waivers: recipe.waivers,
                         clamav_db,
                         from_image: false,
+                        windows: Default::default(),
                     }
                 }
                 None => forge::check::Policy {

@@ -310,6 +310,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         waivers: ctx.recipe.waivers.clone(),
         clamav_db: opts.clamav_db.clone(),
         from_image: false,
+        windows: Default::default(),
     };
     // The image's bytes are final now, so hashing (about 20 s for 30 GiB)
     // runs on the second core while the appliance checks the disk.

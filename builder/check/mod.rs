@@ -152,6 +152,78 @@ pub struct Policy {
     /// Adds the declared units and waivers that a build recorded in the
     /// image (see [`policy::IMAGE_POLICY_PATH`]).
     pub from_image: bool,
+    /// What the Windows rules judge against.
+    pub windows: WindowsPolicy,
+}
+
+/// A Windows product's settings that the Windows rules judge against. A
+/// recipe's `[windows]` table gives them, and a build records them in the
+/// image (see [`policy::WINDOWS_POLICY_PATH`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsPolicy {
+    /// Oldest OS build and update build revision that `win-security-updates`
+    /// accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_build: Option<WinBuild>,
+    /// Roles, features and services that must not be enabled, besides the
+    /// ones forge always refuses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// Inbound firewall rules the product needs, by registry value name or
+    /// display name; every other inbound allow rule must be disabled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub firewall_allow: Vec<String>,
+    /// Local accounts the product needs enabled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
+    /// Commands the build placed to run at first boot, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_boot: Vec<String>,
+}
+
+/// A Windows build number with its update build revision, `20348.2607`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WinBuild {
+    pub build: u32,
+    pub ubr: u32,
+}
+
+impl std::fmt::Display for WinBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.build, self.ubr)
+    }
+}
+
+impl std::str::FromStr for WinBuild {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!(
+                "{text:?} is not a Windows build; write the build number and the update \
+                 build revision, as in \"20348.2607\""
+            )
+        };
+        let (build, ubr) = text.trim().split_once('.').ok_or_else(bad)?;
+        Ok(Self {
+            build: build.parse().map_err(|_| bad())?,
+            ubr: ubr.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl Serialize for WinBuild {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WinBuild {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Everything a rule may look at.

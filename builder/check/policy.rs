@@ -11,10 +11,13 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::rules::{self, WAIVABLE};
-use super::{ImageView, Policy, Waiver};
+use super::{ImageView, Policy, Waiver, WindowsPolicy};
 
-/// Path of the product policy that a build records in the image.
+/// Path of the product policy that a build records in a Linux image.
 pub const IMAGE_POLICY_PATH: &str = "/etc/forge/policy.toml";
+
+/// Path of the product policy that a build records on a Windows volume.
+pub const WINDOWS_POLICY_PATH: &str = "/ProgramData/forge/policy.toml";
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +26,8 @@ struct PolicyFile {
     declared_units: Vec<String>,
     #[serde(default)]
     waive: Vec<WaiverEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    windows: Option<WindowsPolicy>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -64,9 +69,34 @@ fn clip(value: &str) -> String {
     }
 }
 
-/// Renders the policy file a build writes into its image.
+/// Renders the policy file a build writes into a Linux image.
 pub fn render(declared_units: &[String], waivers: &[Waiver]) -> String {
-    let file = PolicyFile {
+    let body = toml::to_string(&policy_file(declared_units, waivers, None))
+        .expect("the policy serializes to TOML");
+    format!(
+        "# Written by forge build: the product's declared network services and\n\
+         # waived rules, which `forge check` applies to this image.\n{body}"
+    )
+}
+
+/// Renders the policy file a build writes onto a Windows volume, with
+/// Windows line ends.
+pub fn render_windows(waivers: &[Waiver], windows: &WindowsPolicy) -> String {
+    let body = toml::to_string(&policy_file(&[], waivers, Some(windows.clone())))
+        .expect("the policy serializes to TOML");
+    format!(
+        "# Written by forge build: the product's settings and waived rules,\n\
+         # which `forge check` applies to this image.\n{body}"
+    )
+    .replace('\n', "\r\n")
+}
+
+fn policy_file(
+    declared_units: &[String],
+    waivers: &[Waiver],
+    windows: Option<WindowsPolicy>,
+) -> PolicyFile {
+    PolicyFile {
         declared_units: declared_units.to_vec(),
         waive: waivers
             .iter()
@@ -75,28 +105,39 @@ pub fn render(declared_units: &[String], waivers: &[Waiver]) -> String {
                 reason: w.reason.clone(),
             })
             .collect(),
-    };
-    let body = toml::to_string(&file).expect("the policy serializes to TOML");
-    format!(
-        "# Written by forge build: the product's declared network services and\n\
-         # waived rules, which `forge check` applies to this image.\n{body}"
-    )
+        windows,
+    }
 }
 
 /// Reads the policy recorded in the image, if any, into `policy`. A file
 /// that cannot be parsed, or a waiver no recipe could make, is an error.
 pub fn apply_image_policy(policy: &mut Policy, fs: &dyn ImageView) -> Result<bool> {
-    let Some(text) = fs.read_text(IMAGE_POLICY_PATH)? else {
+    let mut found = None;
+    for path in [IMAGE_POLICY_PATH, WINDOWS_POLICY_PATH] {
+        if let Some(text) = fs.read_text(path)? {
+            found = Some((path, text));
+            break;
+        }
+    }
+    let Some((path, text)) = found else {
         return Ok(false);
     };
     let file: PolicyFile = toml::from_str(&text)
-        .with_context(|| format!("the image's {IMAGE_POLICY_PATH} is not a valid policy"))?;
+        .with_context(|| format!("the image's {path} is not a valid policy"))?;
     for entry in &file.waive {
         let waiver = validate_waiver(&entry.rule, &entry.reason)
-            .with_context(|| format!("the image's {IMAGE_POLICY_PATH} has an invalid waiver"))?;
+            .with_context(|| format!("the image's {path} has an invalid waiver"))?;
         policy.waivers.push(waiver);
     }
     policy.declared_units.extend(file.declared_units);
+    if let Some(windows) = file.windows {
+        let ours = &mut policy.windows;
+        ours.min_build = ours.min_build.or(windows.min_build);
+        ours.deny.extend(windows.deny);
+        ours.firewall_allow.extend(windows.firewall_allow);
+        ours.accounts.extend(windows.accounts);
+        ours.first_boot.extend(windows.first_boot);
+    }
     Ok(true)
 }
 
@@ -133,6 +174,36 @@ mod tests {
         let mut policy = Policy::default();
         let err = apply_image_policy(&mut policy, &DirView::new(dir.path())).unwrap_err();
         assert!(format!("{err:#}").contains("cannot be waived"), "{err:#}");
+    }
+
+    #[test]
+    fn windows_policy_reads_back() {
+        let windows = WindowsPolicy {
+            min_build: Some("20348.2607".parse().unwrap()),
+            deny: vec!["Web-Server".to_owned()],
+            firewall_allow: vec!["Contoso-HTTPS-In".to_owned()],
+            accounts: vec!["contoso".to_owned()],
+            first_boot: vec!["C:\\Contoso\\setup.cmd /quiet".to_owned()],
+        };
+        let text = render_windows(&[], &windows);
+        assert!(text.contains("\r\n"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("ProgramData/forge")).unwrap();
+        std::fs::write(dir.path().join("ProgramData/forge/policy.toml"), text).unwrap();
+        let mut policy = Policy::default();
+        assert!(apply_image_policy(&mut policy, &DirView::new(dir.path())).unwrap());
+        assert_eq!(policy.windows, windows);
+    }
+
+    #[test]
+    fn windows_build_needs_both_numbers() {
+        let build: crate::check::WinBuild = " 20348.2607".parse().unwrap();
+        assert_eq!((build.build, build.ubr), (20348, 2607));
+        assert_eq!(build.to_string(), "20348.2607");
+        for bad in ["20348", "20348.", "x.1", "20348.2607.1"] {
+            let err = bad.parse::<crate::check::WinBuild>().unwrap_err();
+            assert!(err.contains("20348.2607"), "{err}");
+        }
     }
 
     #[test]
