@@ -180,6 +180,11 @@ pub struct WindowsPolicy {
     /// Commands the build placed to run at first boot, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub first_boot: Vec<String>,
+    /// How BitLocker is turned on after deployment: `azure-disk-encryption`
+    /// (the default: Azure encrypts the OS and data disks when the VM is
+    /// deployed) or `first-boot` (commands placed to run at first boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitlocker: Option<String>,
 }
 
 /// A Windows build number with its update build revision, `20348.2607`.

@@ -137,6 +137,7 @@ pub fn apply_image_policy(policy: &mut Policy, fs: &dyn ImageView) -> Result<boo
         ours.firewall_allow.extend(windows.firewall_allow);
         ours.accounts.extend(windows.accounts);
         ours.first_boot.extend(windows.first_boot);
+        ours.bitlocker = ours.bitlocker.take().or(windows.bitlocker);
     }
     Ok(true)
 }
@@ -184,6 +185,7 @@ mod tests {
             firewall_allow: vec!["Contoso-HTTPS-In".to_owned()],
             accounts: vec!["contoso".to_owned()],
             first_boot: vec!["C:\\Contoso\\setup.cmd /quiet".to_owned()],
+            bitlocker: Some("first-boot".to_owned()),
         };
         let text = render_windows(&[], &windows);
         assert!(text.contains("\r\n"), "{text}");
