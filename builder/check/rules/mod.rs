@@ -19,7 +19,8 @@ pub mod services;
 mod ssh;
 pub mod sshd_config;
 mod swap;
-mod windows;
+pub mod windows;
+pub mod winreg;
 
 #[cfg(test)]
 mod plant_tests;
