@@ -14,7 +14,9 @@ apt-get update -q || echo "install-deps: apt-get update reported errors; continu
 # libguestfs-xfs lets libguestfs read XFS, the RHEL family's root.
 # libcap2-bin (setcap) and openssl (password hashes) build the test
 # images of tests/support/make-*.sh, which also use attr and acl (both
-# dependencies of libguestfs0).
+# dependencies of libguestfs0). ntfs-3g lets libguestfs read and write
+# NTFS; libhivex-bin and libwin-hivex-perl (hivexget, hivexregedit) make
+# the registry hives of the Windows test images.
 packages="
   mmdebstrap
   gdisk
@@ -36,6 +38,9 @@ packages="
   libguestfs-xfs
   libcap2-bin
   openssl
+  ntfs-3g
+  libhivex-bin
+  libwin-hivex-perl
 "
 
 # libguestfs depends on the qemu-utils of Debian 12. A machine that carries

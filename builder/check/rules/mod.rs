@@ -26,6 +26,8 @@ pub mod winreg;
 mod plant_tests;
 #[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod windows_plant_tests;
 
 use anyhow::Result;
 

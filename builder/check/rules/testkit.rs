@@ -194,6 +194,28 @@ fn disk_facts(size: u64) -> DiskFacts {
     }
 }
 
+/// A Windows OS disk: MBR, "System Reserved" and "Windows" NTFS
+/// partitions, written as a fixed VHD.
+fn windows_disk_facts(size: u64) -> DiskFacts {
+    let partition = |number, start_sector, size_bytes| Partition {
+        number,
+        start_sector,
+        size_bytes,
+        type_id: "0x07".to_string(),
+        fs_type: Some("ntfs".to_string()),
+        ..Partition::default()
+    };
+    DiskFacts {
+        partition_table: "msdos".into(),
+        disk_guid: Some("4a7d1c93".into()),
+        partitions: vec![
+            partition(1, 2048, 500 << 20),
+            partition(2, 1026048, size - (1026048 * 512)),
+        ],
+        ..disk_facts(size)
+    }
+}
+
 impl Fixture {
     fn empty(family: &str, version: &str) -> Self {
         Self {
@@ -207,6 +229,85 @@ impl Fixture {
             policy: Policy::default(),
             empty_db: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// Copies the clean Windows Server 2022 volume that
+    /// `tests/support/make-windows-tree.sh --clean` writes (made once per
+    /// test run), on a 32 GiB MBR disk with two NTFS partitions. The
+    /// policy pins the volume's own build as the minimum.
+    pub fn clean_windows() -> Self {
+        static TREE: std::sync::OnceLock<TempDir> = std::sync::OnceLock::new();
+        let tree = TREE.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let script = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/support/make-windows-tree.sh"
+            );
+            let status = std::process::Command::new("bash")
+                .args([script, "--clean"])
+                .arg(dir.path().join("c"))
+                .status()
+                .unwrap();
+            assert!(status.success(), "{script} failed");
+            dir
+        });
+        let mut fixture = Self::empty("windows", "10.0");
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(tree.path().join("c/."))
+            .arg(fixture.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        fixture.disk = windows_disk_facts(32 * GIB);
+        fixture.policy.windows.min_build = Some("20348.2607".parse().unwrap());
+        fixture
+    }
+
+    /// Returns the disk facts of a Windows OS disk of `gib` GiB.
+    pub fn clean_windows_disk(gib: u64) -> DiskFacts {
+        windows_disk_facts(gib * GIB)
+    }
+
+    /// Merges `.reg` text (keys below the hive root, as in
+    /// `[Services\\TlntSvr]`) into hive `name` with hivexregedit. Parent
+    /// keys must exist or be named first.
+    pub fn merge_reg(&self, name: &str, body: &str) {
+        let file = self.dir.path().join("plant.reg");
+        let root = format!("HKEY_LOCAL_MACHINE\\{name}\\");
+        let body: Vec<String> = body
+            .lines()
+            .map(|line| {
+                let line = line.trim();
+                if let Some(key) = line.strip_prefix("[-") {
+                    format!("[-{root}{key}")
+                } else if let Some(key) = line.strip_prefix('[') {
+                    format!("[{root}{key}")
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect();
+        let body = body.join("\n");
+        fs::write(
+            &file,
+            format!("Windows Registry Editor Version 5.00\n\n{body}\n"),
+        )
+        .unwrap();
+        let hive = self.host(&format!("/Windows/System32/config/{name}"));
+        let output = std::process::Command::new("hivexregedit")
+            .args(["--merge", "--prefix"])
+            .arg(format!("HKEY_LOCAL_MACHINE\\{name}"))
+            .arg(&hive)
+            .arg(&file)
+            .output()
+            .expect("hivexregedit runs; install libwin-hivex-perl");
+        assert!(
+            output.status.success(),
+            "hivexregedit: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        fs::remove_file(file).unwrap();
     }
 
     /// Builds the clean Debian 12 tree.

@@ -340,7 +340,7 @@ pub fn no_reserved_usernames(s: &Subject) -> Result<Outcome> {
     );
     if found.is_empty() {
         Ok(Outcome::pass(format!(
-            "none of {looked} uses administrator, admin or root"
+            "nothing uses administrator, admin or root; looked at {looked}"
         )))
     } else {
         Ok(Outcome::fail(format!(
