@@ -444,8 +444,13 @@ pub(super) static CATALOGUE: &[Rule] = &[
         title: "Azure Windows base",
         severity: Blocking,
         requirement: "The image derives from an Azure-provided Windows Server base.",
-        applied: "A Windows build refuses, before any step, a base whose SOFTWARE hive is not a Windows Server edition or that lacks the Azure guest agent services.",
-        verified: "Reads ProductName, EditionID, InstallationType, CurrentBuildNumber and UBR under SOFTWARE Microsoft\\Windows NT\\CurrentVersion. Fails unless the edition or installation type is a server one, the build is a Windows Server release (14393, 17763, 20348, 25398, 26100), and the services WindowsAzureGuestAgent and RdAgent exist in the control set that SYSTEM Select\\Current names.",
+        applied: "A Windows build refuses, before any step, a base whose SOFTWARE hive is not a \
+            Windows Server edition or that lacks the Azure guest agent services.",
+        verified: "Reads ProductName, EditionID, InstallationType, CurrentBuildNumber and UBR \
+            under SOFTWARE Microsoft\\Windows NT\\CurrentVersion. Fails unless the edition or \
+            installation type is a server one, the build is a Windows Server release (14393, \
+            17763, 20348, 25398, 26100), and the services WindowsAzureGuestAgent and RdAgent \
+            exist in the control set that SYSTEM Select\\Current names.",
         check: windows::azure_base,
     },
     Rule {
@@ -453,8 +458,13 @@ pub(super) static CATALOGUE: &[Rule] = &[
         title: "Windows security updates",
         severity: Required,
         requirement: "Latest security updates are installed.",
-        applied: "Updates cannot be installed offline. The build refuses a base whose CurrentBuildNumber.UBR is older than the recipe's [windows] min_build, and records the pin in the image.",
-        verified: "Reads CurrentBuildNumber and UBR from the SOFTWARE hive and compares them with the minimum that the recipe, or the policy recorded in the image, pins. A lower build or revision fails; no pin is not-run. The evidence says what was seen and compared, and that offline, newer updates cannot be ruled out.",
+        applied: "Updates cannot be installed offline. The build refuses a base whose \
+            CurrentBuildNumber.UBR is older than the recipe's [windows] min_build, and records \
+            the pin in the image.",
+        verified: "Reads CurrentBuildNumber and UBR from the SOFTWARE hive and compares them with \
+            the minimum that the recipe, or the policy recorded in the image, pins. A lower build \
+            or revision fails; no pin is not-run. The evidence says what was seen and compared, \
+            and that offline, newer updates cannot be ruled out.",
         check: windows::security_updates,
     },
     Rule {
@@ -462,8 +472,13 @@ pub(super) static CATALOGUE: &[Rule] = &[
         title: "No reserved user names",
         severity: Required,
         requirement: "Nothing depends on the user names administrator, root or admin.",
-        applied: "The build turns auto-logon off (AutoAdminLogon 0, DefaultPassword removed). Service and task accounts cannot be changed offline; the check fails the build when one uses a reserved name.",
-        verified: "Fails when the ObjectName of any service in the current control set, any UserId or GroupId of a task file under /Windows/System32/Tasks, or, with AutoAdminLogon 1, DefaultUserName or AltDefaultUserName is administrator, admin or root, case-insensitively, with or without a domain.",
+        applied: "The build turns auto-logon off (AutoAdminLogon 0, DefaultPassword removed). \
+            Service and task accounts cannot be changed offline; the check fails the build when \
+            one uses a reserved name.",
+        verified: "Fails when the ObjectName of any service in the current control set, any \
+            UserId or GroupId of a task file under /Windows/System32/Tasks, or, with \
+            AutoAdminLogon 1, DefaultUserName or AltDefaultUserName is administrator, admin or \
+            root, case-insensitively, with or without a domain.",
         check: windows::no_reserved_usernames,
     },
     Rule {
@@ -471,8 +486,13 @@ pub(super) static CATALOGUE: &[Rule] = &[
         title: "BitLocker",
         severity: Required,
         requirement: "The captured VHD is not encrypted; BitLocker is arranged for deployment.",
-        applied: "The build refuses an encrypted base and never encrypts the VHD. By default the report says to encrypt the OS and data disks with Azure Disk Encryption at deployment; with bitlocker = \"first-boot\" the build places manage-bde commands in SetupComplete.cmd.",
-        verified: "Fails when any partition is BitLocker-encrypted (signature -FVE-FS-). With bitlocker = \"first-boot\", fails unless /Windows/Setup/Scripts/SetupComplete.cmd runs manage-bde -on. The evidence names how encryption is arranged.",
+        applied: "The build refuses an encrypted base and never encrypts the VHD. By default the \
+            report says to encrypt the OS and data disks with Azure Disk Encryption at \
+            deployment; with bitlocker = \"first-boot\"the build places manage-bde commands in \
+            SetupComplete.cmd.",
+        verified: "Fails when any partition is BitLocker-encrypted (signature -FVE-FS-). With \
+            bitlocker = \"first-boot\", fails unless /Windows/Setup/Scripts/SetupComplete.cmd \
+            runs manage-bde -on. The evidence names how encryption is arranged.",
         check: windows::bitlocker,
     },
     Rule {
@@ -480,8 +500,14 @@ pub(super) static CATALOGUE: &[Rule] = &[
         title: "Windows minimal footprint",
         severity: Required,
         requirement: "Only the roles, features, services and ports needed are enabled.",
-        applied: "The build sets Start 4 (disabled) on every denied service and refuses a base with a denied role or feature installed, which only Uninstall-WindowsFeature on the VM can remove.",
-        verified: "Lists installed roles and features (InstallState 1 under SOFTWARE Microsoft\\ServerManager\\ServicingStorage\\ServerComponentCache) and services whose Start is 0, 1 or 2. Fails on any named by forge's denylist (TlntSvr, simptcp, tftpd, FS-SMB1, Telnet-Client, TFTP-Client, Simple-TCPIP) or the recipe's [windows] deny. Ports are judged by win-firewall-rules.",
+        applied: "The build sets Start 4 (disabled) on every denied service and refuses a base \
+            with a denied role or feature installed, which only Uninstall-WindowsFeature on the \
+            VM can remove.",
+        verified: "Lists installed roles and features (InstallState 1 under SOFTWARE \
+            Microsoft\\ServerManager\\ServicingStorage\\ServerComponentCache) and services whose \
+            Start is 0, 1 or 2. Fails on any named by forge's denylist (TlntSvr, simptcp, tftpd, \
+            FS-SMB1, Telnet-Client, TFTP-Client, Simple-TCPIP) or the recipe's [windows] deny. \
+            Ports are judged by win-firewall-rules.",
         check: windows::minimal_footprint,
     },
     Rule {
@@ -490,7 +516,8 @@ pub(super) static CATALOGUE: &[Rule] = &[
         severity: Required,
         requirement: "Files scanned for malware with no finding.",
         applied: "Nothing to apply: the scan is part of the check pass.",
-        verified: "Runs clamscan over the volume's files, as malware-scan does on Linux. Without a signature database the rule is not-run.",
+        verified: "Runs clamscan over the volume's files, as malware-scan does on Linux. Without \
+            a signature database the rule is not-run.",
         check: windows::malware_scan,
     },
     Rule {
@@ -498,8 +525,11 @@ pub(super) static CATALOGUE: &[Rule] = &[
         title: "Automatic updates",
         severity: Required,
         requirement: "Automatic updates are on.",
-        applied: "The build sets NoAutoUpdate 0 and AUOptions 4 as REG_DWORD under SOFTWARE Policies\\Microsoft\\Windows\\WindowsUpdate\\AU, replacing values of other types, and sets the wuauserv service to Start 3 when it is disabled.",
-        verified: "Fails unless NoAutoUpdate is REG_DWORD 0 and AUOptions is REG_DWORD 4; a string value fails, because Windows ignores it. Also fails when wuauserv has Start 4.",
+        applied: "The build sets NoAutoUpdate 0 and AUOptions 4 as REG_DWORD under SOFTWARE \
+            Policies\\Microsoft\\Windows\\WindowsUpdate\\AU, replacing values of other types, and \
+            sets the wuauserv service to Start 3 when it is disabled.",
+        verified: "Fails unless NoAutoUpdate is REG_DWORD 0 and AUOptions is REG_DWORD 4; a \
+            string value fails, because Windows ignores it. Also fails when wuauserv has Start 4.",
         check: windows::auto_update,
     },
     Rule {
@@ -507,8 +537,12 @@ pub(super) static CATALOGUE: &[Rule] = &[
         title: "Windows accounts locked",
         severity: Required,
         requirement: "Only needed accounts exist, locked, with no default passwords.",
-        applied: "The build sets the disabled flag of every local account that the recipe's [windows] accounts does not name, and refuses a named account with a blank password.",
-        verified: "Reads every account under SAM Domains\\Account\\Users\\Names, its RID and the ACB flags of its F value. Fails on an enabled account that the recipe does not name, an enabled account with no NT hash in its V value (blank password), or one flagged as needing no password. Password hashes are not compared with known passwords.",
+        applied: "The build sets the disabled flag of every local account that the recipe's \
+            [windows] accounts does not name, and refuses a named account with a blank password.",
+        verified: "Reads every account under SAM Domains\\Account\\Users\\Names, its RID and the \
+            ACB flags of its F value. Fails on an enabled account that the recipe does not name, \
+            an enabled account with no NT hash in its V value (blank password), or one flagged as \
+            needing no password. Password hashes are not compared with known passwords.",
         check: windows::accounts_locked,
     },
     Rule {
@@ -516,8 +550,12 @@ pub(super) static CATALOGUE: &[Rule] = &[
         title: "Windows firewall rules",
         severity: Required,
         requirement: "Firewall rules are disabled unless the product needs them.",
-        applied: "The build sets Active=FALSE on every active inbound allow rule in the control set's FirewallPolicy\\FirewallRules, except Remote Desktop rules and those the recipe's [windows] firewall_allow names. A waiver keeps them all.",
-        verified: "Fails when an active inbound allow rule is neither a Remote Desktop rule (value name RemoteDesktop-..., or LPort 3389) nor named, by value name or Name field, in the recipe's firewall_allow. Waivable with a product reason.",
+        applied: "The build sets Active=FALSE on every active inbound allow rule in the control \
+            set's FirewallPolicy\\FirewallRules, except Remote Desktop rules and those the \
+            recipe's [windows] firewall_allow names. A waiver keeps them all.",
+        verified: "Fails when an active inbound allow rule is neither a Remote Desktop rule \
+            (value name RemoteDesktop-..., or LPort 3389) nor named, by value name or Name field, \
+            in the recipe's firewall_allow. Waivable with a product reason.",
         check: windows::firewall,
     },
     Rule {
@@ -526,8 +564,16 @@ pub(super) static CATALOGUE: &[Rule] = &[
         severity: Required,
         requirement: "No hosts-file entries, logs, unneeded certificates or answer files with \
             credentials.",
-        applied: "The build keeps only comments in the hosts file, removes answer files with credentials, files in the log folders and Panther logs, private key files outside /Windows and the certificates of the machine's personal store.",
-        verified: "Fails on a hosts line that is not a comment; an unattend.xml or autounattend.xml with a Password or AdministratorPassword element in /, /Windows/Panther, /Windows/Panther/Unattend or /Windows/System32/Sysprep; any file under /Windows/Logs, /Windows/Temp, /WindowsAzure/Logs or /inetpub/logs, or a .log or .etl file in /Windows/Panther; a .pfx, .p12 or .pvk file, or a PEM private key, outside /Windows; a key under SOFTWARE Microsoft\\SystemCertificates\\MY\\Certificates.",
+        applied: "The build keeps only comments in the hosts file, removes answer files with \
+            credentials, files in the log folders and Panther logs, private key files outside \
+            /Windows and the certificates of the machine's personal store.",
+        verified: "Fails on a hosts line that is not a comment; an unattend.xml or \
+            autounattend.xml with a Password or AdministratorPassword element in /, \
+            /Windows/Panther, /Windows/Panther/Unattend or /Windows/System32/Sysprep; any file \
+            under /Windows/Logs, /Windows/Temp, /WindowsAzure/Logs or /inetpub/logs, or a .log or \
+            .etl file in /Windows/Panther; a .pfx, .p12 or .pvk file, or a PEM private key, \
+            outside /Windows; a key under SOFTWARE \
+            Microsoft\\SystemCertificates\\MY\\Certificates.",
         check: windows::sensitive_files,
     },
     Rule {
@@ -536,7 +582,9 @@ pub(super) static CATALOGUE: &[Rule] = &[
         severity: Blocking,
         requirement: "The OS is 64-bit.",
         applied: "Nothing to apply: the base decides the architecture.",
-        verified: "Fails unless PROCESSOR_ARCHITECTURE in the control set's Session Manager\\Environment is AMD64 or ARM64 and /Windows/System32/ntoskrnl.exe has a PE32+ header for x86-64 or ARM64.",
+        verified: "Fails unless PROCESSOR_ARCHITECTURE in the control set's Session \
+            Manager\\Environment is AMD64 or ARM64 and /Windows/System32/ntoskrnl.exe has a PE32+ \
+            header for x86-64 or ARM64.",
         check: windows::is_64bit,
     },
     Rule {
@@ -544,8 +592,11 @@ pub(super) static CATALOGUE: &[Rule] = &[
         title: "Windows generalized",
         severity: Blocking,
         requirement: "The image is generalized (sysprep finished).",
-        applied: "Sysprep cannot run offline: the build refuses a base that is not generalized and says to run sysprep /generalize /oobe /shutdown before exporting.",
-        verified: "Fails unless SYSTEM Setup\\Status\\SysprepStatus GeneralizationState is 7 and ImageState (SOFTWARE Microsoft\\Windows\\CurrentVersion\\Setup\\State, else /Windows/Setup/State/State.ini) is absent or IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE.",
+        applied: "Sysprep cannot run offline: the build refuses a base that is not generalized \
+            and says to run sysprep /generalize /oobe /shutdown before exporting.",
+        verified: "Fails unless SYSTEM Setup\\Status\\SysprepStatus GeneralizationState is 7 and \
+            ImageState (SOFTWARE Microsoft\\Windows\\CurrentVersion\\Setup\\State, else \
+            /Windows/Setup/State/State.ini) is absent or IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE.",
         check: windows::generalized,
     },
     Rule {
@@ -553,8 +604,12 @@ pub(super) static CATALOGUE: &[Rule] = &[
         title: "Remote Desktop enabled",
         severity: Blocking,
         requirement: "Remote Desktop is enabled.",
-        applied: "The build sets fDenyTSConnections to REG_DWORD 0, in the control set and in the Terminal Services policy when present, and sets TermService to Start 3 when it is disabled.",
-        verified: "Fails unless the control set's Terminal Server fDenyTSConnections is REG_DWORD 0, no Terminal Services policy sets it otherwise, and TermService exists and is not disabled.",
+        applied: "The build sets fDenyTSConnections to REG_DWORD 0, in the control set and in the \
+            Terminal Services policy when present, and sets TermService to Start 3 when it is \
+            disabled.",
+        verified: "Fails unless the control set's Terminal Server fDenyTSConnections is REG_DWORD \
+            0, no Terminal Services policy sets it otherwise, and TermService exists and is not \
+            disabled.",
         check: windows::rdp_enabled,
     },
 ];
