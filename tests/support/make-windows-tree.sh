@@ -324,6 +324,12 @@ Windows Registry Editor Version 5.00
 "EnableLUA"=dword:00000001
 "ConsentPromptBehaviorAdmin"=dword:00000005
 
+[HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Component Based Servicing\\Packages\\Package_for_RollupFix~31bf3856ad364e35~amd64~~20348.2582.1.9]
+"CurrentState"=dword:00000070
+
+[HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Component Based Servicing\\Packages\\Package_for_RollupFix~31bf3856ad364e35~amd64~~20348.2607.1.10]
+"CurrentState"=dword:00000070
+
 [HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Setup\\State]
 "ImageState"="IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE"
 

@@ -464,7 +464,9 @@ pub(super) static CATALOGUE: &[Rule] = &[
         verified: "Reads CurrentBuildNumber and UBR from the SOFTWARE hive and compares them with \
             the minimum that the recipe, or the policy recorded in the image, pins. A lower build \
             or revision fails; no pin is not-run. The evidence says what was seen and compared, \
-            and that offline, newer updates cannot be ruled out.",
+            names the newest installed cumulative update package (Package_for_RollupFix with \
+            CurrentState 0x70 in the servicing store), and says that offline, newer updates \
+            cannot be ruled out.",
         check: windows::security_updates,
     },
     Rule {

@@ -16,6 +16,9 @@ const MACHINE_PERSONAL_STORE: &str = r"Microsoft\SystemCertificates\MY\Certifica
 const TS_POLICY: &str = r"Policies\Microsoft\Windows NT\Terminal Services";
 const SETUP_STATE: &str = r"Microsoft\Windows\CurrentVersion\Setup\State";
 const GENERALIZED_STATE: &str = "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE";
+const CBS_PACKAGES: &str = r"Microsoft\Windows\CurrentVersion\Component Based Servicing\Packages";
+/// `CurrentState` of a servicing package that is installed.
+const PACKAGE_INSTALLED: u32 = 0x70;
 
 /// Windows Server releases by build number.
 const SERVER_BUILDS: &[(u32, &str)] = &[
@@ -213,6 +216,38 @@ pub fn azure_base(s: &Subject) -> Result<Outcome> {
     }
 }
 
+/// Returns the newest installed cumulative update package of the
+/// servicing store, as its build and revision and its name.
+fn newest_rollup(reg: &Registry) -> Result<Option<(WinBuild, String)>> {
+    let mut newest: Option<(WinBuild, String)> = None;
+    for name in reg
+        .subkeys(HiveName::Software, CBS_PACKAGES)?
+        .unwrap_or_default()
+    {
+        if !name
+            .to_ascii_lowercase()
+            .starts_with("package_for_rollupfix")
+        {
+            continue;
+        }
+        let key = format!(r"{CBS_PACKAGES}\{name}");
+        if reg.dword(HiveName::Software, &key, "CurrentState")? != Some(PACKAGE_INSTALLED) {
+            continue;
+        }
+        // The version is the last field: 20348.2607.1.10.
+        let version = name.rsplit('~').next().unwrap_or_default();
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+        let (Some(Some(build)), Some(Some(ubr))) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let found = WinBuild { build, ubr };
+        if newest.as_ref().is_none_or(|(n, _)| found > *n) {
+            newest = Some((found, name));
+        }
+    }
+    Ok(newest)
+}
+
 /// Checks `win-security-updates`: the build and update build revision
 /// against the minimum the recipe pins.
 pub fn security_updates(s: &Subject) -> Result<Outcome> {
@@ -223,7 +258,15 @@ pub fn security_updates(s: &Subject) -> Result<Outcome> {
             "the SOFTWARE hive has no CurrentBuildNumber, so the update level is unknown",
         ));
     };
-    let offline = "offline, forge cannot tell whether newer updates exist";
+    let offline = match newest_rollup(&reg)? {
+        Some((build, name)) => format!(
+            "the newest installed cumulative update package is {build} ({name}); offline, forge \
+             cannot tell whether newer updates exist"
+        ),
+        None => "no cumulative update package is recorded as installed; offline, forge cannot \
+                 tell whether newer updates exist"
+            .to_owned(),
+    };
     let Some(min) = s.policy.windows.min_build else {
         return Ok(Outcome::not_run(format!(
             "saw build {seen} (CurrentBuildNumber.UBR), but no minimum is pinned; set \

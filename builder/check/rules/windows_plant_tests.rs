@@ -91,6 +91,10 @@ fn windows_rules_say_what_they_saw() {
     assert!(updates.contains("saw build 20348.2607"), "{updates}");
     assert!(updates.contains("minimum 20348.2607"), "{updates}");
     assert!(updates.contains("offline"), "{updates}");
+    assert!(
+        updates.contains("package is 20348.2607 (Package_for_RollupFix~"),
+        "{updates}"
+    );
     let accounts = evidence("win-accounts-locked");
     assert!(
         accounts.contains("Administrator (RID 500) disabled, Guest (RID 501) disabled"),
