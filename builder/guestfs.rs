@@ -1023,7 +1023,7 @@ fn read_os_info(g: &Handle, root: &str) -> Result<OsInfo> {
 /// `12` for Debian (whose point release libguestfs reads as the minor),
 /// `22.04` for Ubuntu, `9.3` or `9.0` for the RHEL family, and the major
 /// version plus any non-zero minor elsewhere.
-fn format_version(family: &str, major: i32, minor: i32) -> String {
+pub(crate) fn format_version(family: &str, major: i32, minor: i32) -> String {
     match family {
         "debian" => major.to_string(),
         "ubuntu" => format!("{major}.{minor:02}"),

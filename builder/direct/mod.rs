@@ -2,12 +2,16 @@
 //! starting a libguestfs appliance.
 //!
 //! Under emulation an appliance costs about 20 s to launch and each file it
-//! serves is a round trip, while the common image (GPT, ext4 root, FAT ESP)
-//! can be read on the host in well under a second. [`DirectImage::open`]
-//! handles that common case and declines everything else (other
-//! containers, LVM, LUKS, XFS, btrfs, several OS roots, an ext4 feature it
-//! cannot read) with a reason, so that the caller falls back to libguestfs.
+//! serves is a round trip, while the common images (GPT, ext4 root, FAT
+//! ESP; MBR or GPT with an NTFS Windows volume) can be read on the host in
+//! well under a second. [`DirectImage::open`] handles those common cases
+//! and declines everything else (other containers, LVM, LUKS, XFS, btrfs,
+//! Windows dynamic disks, several OS roots, an ext4 feature or an NTFS
+//! volume it cannot read) with a reason, so that the caller falls back to
+//! libguestfs.
 
+pub mod hive;
+mod ntfs_volume;
 mod probe;
 mod table;
 mod volume;
@@ -23,6 +27,7 @@ use anyhow::{bail, Context, Result};
 use crate::check::rules::paths;
 use crate::check::{DiskFacts, FileKind, FileMeta, ImageView, OsInfo, Partition, WalkEntry};
 use crate::guestfs::{detect_container, Container};
+use hive::Hive;
 use probe::Probe;
 use volume::Volume;
 
@@ -172,9 +177,18 @@ impl DirectImage {
                 entry.start_sector * table::SECTOR,
                 entry.sectors * table::SECTOR,
             );
+            if is_dynamic_disk_part(&entry.type_id) {
+                return Ok(Opened::Declined(format!(
+                    "partition {} (type {}) belongs to a Windows dynamic disk or storage pool",
+                    entry.number, entry.type_id
+                )));
+            }
             let probe = probe::probe(&region)?;
             if let Some(kind) = probe.fs_type.as_deref() {
-                if !matches!(kind, "ext2" | "ext3" | "ext4" | "vfat" | "swap") {
+                if !matches!(
+                    kind,
+                    "ext2" | "ext3" | "ext4" | "vfat" | "swap" | "ntfs" | "BitLocker"
+                ) {
                     return Ok(Opened::Declined(format!(
                         "partition {} holds {kind}",
                         entry.number
@@ -225,14 +239,44 @@ impl DirectImage {
                 roots.push((index, volume));
             }
         }
+        let mut windows_roots = Vec::new();
+        for (entry, probe, region) in &probes {
+            if probe.fs_type.as_deref() != Some("ntfs") {
+                continue;
+            }
+            let volume = match Volume::open_ntfs(region.clone()) {
+                Ok(volume) => volume,
+                Err(e) => {
+                    return Ok(Opened::Declined(format!(
+                        "partition {}: {e:#}",
+                        entry.number
+                    )))
+                }
+            };
+            match find_windows_hives(&volume)? {
+                WindowsHives::Found(config) => windows_roots.push((volume, config)),
+                WindowsHives::None => {}
+                WindowsHives::Incomplete(folder) => {
+                    return Ok(Opened::Declined(format!(
+                        "partition {} has {folder} but no SOFTWARE hive in it",
+                        entry.number
+                    )))
+                }
+            }
+        }
         let has_ext = probes
             .iter()
             .any(|(_, p, _)| matches!(p.fs_type.as_deref(), Some("ext2" | "ext3" | "ext4")));
-        let (root_index, root) = match roots.len() {
-            1 => roots.pop().expect("one root"),
-            // Only FAT, swap or unformatted partitions: no Linux OS can be
-            // there, and other OSes need file systems declined above.
-            0 if !has_ext => {
+        let (root_index, root) = match (roots.len(), windows_roots.len()) {
+            (1, 0) => roots.pop().expect("one root"),
+            (0, 1) => {
+                let (volume, config) = windows_roots.pop().expect("one root");
+                return Self::open_windows(facts, volume, &config);
+            }
+            // FAT, swap, NTFS without Windows, BitLocker or unformatted
+            // partitions only: no Linux OS can be there, no Windows was
+            // found, and other OSes need file systems declined above.
+            (0, 0) if !has_ext => {
                 return Ok(Opened::Image(Box::new(DirectImage {
                     disk: facts,
                     os: None,
@@ -242,8 +286,10 @@ impl DirectImage {
                     extracted: OnceCell::new(),
                 })))
             }
-            0 => return Ok(Opened::Declined("no OS root with os-release".to_owned())),
-            n => return Ok(Opened::Declined(format!("{n} OS roots"))),
+            (0, 0) => return Ok(Opened::Declined("no OS root with os-release".to_owned())),
+            (linux, windows) => {
+                return Ok(Opened::Declined(format!("{} OS roots", linux + windows)))
+            }
         };
 
         let mut volumes = vec![root];
@@ -298,6 +344,83 @@ impl DirectImage {
         // an error about the image rather than rules that cannot run.
         image.walk().context("the OS file tree cannot be read")?;
         Ok(Opened::Image(Box::new(image)))
+    }
+
+    /// Opens a Windows disk whose OS volume is `volume`, with its registry
+    /// hives in the folder `config`. Only that volume is mounted, at `/`,
+    /// as libguestfs does for Windows.
+    fn open_windows(disk: DiskFacts, volume: Volume, config: &str) -> Result<Opened> {
+        let mut image = DirectImage {
+            disk,
+            os: None,
+            volumes: vec![volume],
+            mounts: vec![("/".to_owned(), 0)],
+            walk_cache: RefCell::new(None),
+            extracted: OnceCell::new(),
+        };
+        image.os = match image.read_windows_info(config) {
+            Ok(os) => Some(os),
+            Err(e) => return Ok(Opened::Declined(format!("{e:#}"))),
+        };
+        // As for Linux, a damaged tree is an error about the image.
+        image
+            .walk()
+            .context("the Windows file tree cannot be read")?;
+        Ok(Opened::Image(Box::new(image)))
+    }
+
+    /// Reads the Windows version from the SOFTWARE hive and the
+    /// architecture from the SYSTEM hive, as libguestfs inspection does.
+    fn read_windows_info(&self, config: &str) -> Result<OsInfo> {
+        let software_path = paths::join(config, "SOFTWARE");
+        let software = self
+            .read(&software_path)?
+            .with_context(|| format!("{software_path} is not a regular file"))?;
+        let hive = Hive::open(&software).with_context(|| format!("read {software_path}"))?;
+        let (major, minor) =
+            windows_version(&hive).with_context(|| format!("read {software_path}"))?;
+        let version = crate::guestfs::format_version("windows", major, minor);
+
+        let system_path =
+            match self.volumes[0].find_ignoring_case(&paths::join(config, "SYSTEM"))? {
+                Some(path) => path,
+                None => bail!("{config} has a SOFTWARE hive but no SYSTEM hive"),
+            };
+        let system = self
+            .read(&system_path)?
+            .with_context(|| format!("{system_path} is not a regular file"))?;
+        let hive = Hive::open(&system).with_context(|| format!("read {system_path}"))?;
+        let arch = match windows_arch(&hive).with_context(|| format!("read {system_path}"))? {
+            Some(arch) => arch,
+            None => self.pe_arch(&paths::join(paths::parent(config), "cmd.exe"))?,
+        };
+        Ok(OsInfo {
+            family: "windows".to_owned(),
+            version,
+            arch,
+        })
+    }
+
+    /// Reads the architecture of a Windows program from its PE header, the
+    /// way libguestfs inspection reads `cmd.exe`: `unknown` when the file
+    /// is missing or not a PE image.
+    fn pe_arch(&self, path: &str) -> Result<String> {
+        let Some(real) = self.volumes[0].find_ignoring_case(path)? else {
+            return Ok("unknown".to_owned());
+        };
+        let head = self.read_at(&real, 0, 4096)?;
+        let machine = (head.len() >= 0x40 && head.starts_with(b"MZ"))
+            .then(|| le32(&head, 0x3c) as usize)
+            .and_then(|pe| head.get(pe..pe + 6))
+            .filter(|pe| pe.starts_with(b"PE\0\0"))
+            .map(|pe| u16::from_le_bytes([pe[4], pe[5]]));
+        let arch = match machine {
+            Some(0x8664) => "x86_64",
+            Some(0x014c) => "i386",
+            Some(0xaa64) => "aarch64",
+            _ => "unknown",
+        };
+        Ok(arch.to_owned())
     }
 
     pub fn disk(&self) -> &DiskFacts {
@@ -598,6 +721,113 @@ fn ancestor_path(path: &str, up: usize) -> String {
         p = paths::parent(&p).to_owned();
     }
     p
+}
+
+/// GPT types of partitions that hold a Windows dynamic disk (LDM metadata
+/// and data) or a Storage Spaces pool, which only Windows assembles.
+const DYNAMIC_DISK_TYPES: &[&str] = &[
+    "5808C8AA-7E8F-42E0-85D2-E1E90434CFB3",
+    "AF9B60A0-1431-4F62-BC68-3311714A69AD",
+    "E75CAF8F-F680-4CEE-AFA3-B001E56EFC2D",
+];
+
+/// Tells whether a partition belongs to a dynamic disk: MBR type 0x42 or
+/// one of [`DYNAMIC_DISK_TYPES`].
+fn is_dynamic_disk_part(type_id: &str) -> bool {
+    type_id.eq_ignore_ascii_case("0x42")
+        || DYNAMIC_DISK_TYPES
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(type_id))
+}
+
+/// Folders that libguestfs takes as a Windows system root.
+const SYSTEM_ROOTS: &[&str] = &["Windows", "WINNT"];
+
+/// What an NTFS volume holds of a Windows installation.
+enum WindowsHives {
+    /// The registry folder, spelled as on the volume
+    /// (`/Windows/System32/config`), with a SOFTWARE hive in it.
+    Found(String),
+    /// No Windows system folder.
+    None,
+    /// A system folder (named here) without a SOFTWARE hive, which
+    /// libguestfs may still recognize.
+    Incomplete(String),
+}
+
+/// Looks for `Windows/System32/config/SOFTWARE`, comparing names without
+/// regard to case as Windows does.
+fn find_windows_hives(volume: &Volume) -> Result<WindowsHives> {
+    let Volume::Ntfs(fs) = volume else {
+        return Ok(WindowsHives::None);
+    };
+    for root in SYSTEM_ROOTS {
+        let Some(system32) = fs.find_ignoring_case(&format!("/{root}/System32"))? else {
+            continue;
+        };
+        let software = fs.find_ignoring_case(&format!("{system32}/config/SOFTWARE"))?;
+        return Ok(match software {
+            Some(path) => WindowsHives::Found(paths::parent(&path).to_owned()),
+            None => WindowsHives::Incomplete(system32),
+        });
+    }
+    Ok(WindowsHives::None)
+}
+
+/// Reads the Windows version from the SOFTWARE hive: the DWORDs
+/// `CurrentMajorVersionNumber` and `CurrentMinorVersionNumber` that
+/// Windows 10 and later write, else the `CurrentVersion` string ("6.3").
+fn windows_version(software: &Hive) -> Result<(i32, i32)> {
+    let Some(key) = software.key("Microsoft\\Windows NT\\CurrentVersion")? else {
+        return Ok((0, 0));
+    };
+    let major = key.dword("CurrentMajorVersionNumber")?;
+    let minor = key.dword("CurrentMinorVersionNumber")?;
+    if major.is_some() || minor.is_some() {
+        return Ok((
+            major.unwrap_or(0).try_into().unwrap_or(i32::MAX),
+            minor.unwrap_or(0).try_into().unwrap_or(i32::MAX),
+        ));
+    }
+    let text = key.string("CurrentVersion")?.unwrap_or_default();
+    let mut parts = text.trim().split('.').map(|p| p.parse::<i32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), minor) => Ok((major, minor.unwrap_or(0))),
+        _ => Ok((0, 0)),
+    }
+}
+
+/// Reads `PROCESSOR_ARCHITECTURE` of the current control set from the
+/// SYSTEM hive, named as libguestfs names architectures; `None` when the
+/// hive does not say.
+fn windows_arch(system: &Hive) -> Result<Option<String>> {
+    let Some(current) = system
+        .key("Select")?
+        .map(|k| k.dword("Current"))
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    let Some(set) = current else {
+        return Ok(None);
+    };
+    let environment = format!("ControlSet{set:03}\\Control\\Session Manager\\Environment");
+    let Some(key) = system.key(&environment)? else {
+        return Ok(None);
+    };
+    Ok(key
+        .string("PROCESSOR_ARCHITECTURE")?
+        .map(|arch| windows_arch_name(&arch)))
+}
+
+/// Maps a Windows `PROCESSOR_ARCHITECTURE` to the name libguestfs gives.
+fn windows_arch_name(arch: &str) -> String {
+    match arch.trim().to_ascii_lowercase().as_str() {
+        "amd64" => "x86_64".to_owned(),
+        "x86" => "i386".to_owned(),
+        "arm64" => "aarch64".to_owned(),
+        other => other.to_owned(),
+    }
 }
 
 /// Maps an os-release `ID` to the distribution name of libguestfs

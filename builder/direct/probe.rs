@@ -8,7 +8,7 @@ use super::Region;
 /// The file system type and identifiers found in one partition's signature.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Probe {
-    /// `ext4`, `vfat`, `swap`, `LVM2_member`, ... or `None` when no known
+    /// `ext4`, `vfat`, `ntfs`, `BitLocker`, `swap`, `LVM2_member`, ... or `None` when no known
     /// signature is present.
     pub fs_type: Option<String>,
     /// File system UUID as `UUID=` in fstab spells it.
@@ -41,7 +41,15 @@ pub fn probe(region: &Region) -> Result<Probe> {
         return Ok(named("LVM2_member"));
     }
     if at(3, b"NTFS    ") {
-        return Ok(named("ntfs"));
+        // blkid gives the volume serial number as the UUID.
+        return Ok(Probe {
+            fs_type: Some("ntfs".to_owned()),
+            uuid: Some(format!("{:016X}", super::le64(&head, 0x48))),
+            label: None,
+        });
+    }
+    if at(3, b"-FVE-FS-") {
+        return Ok(named("BitLocker"));
     }
     if let Some(fat) = fat(&head) {
         return Ok(fat);

@@ -1,12 +1,13 @@
 //! One mounted file system of the direct reader: ext2/3/4 through
-//! `ext4-view`, FAT through `fatfs`. Both read the partition's bytes from
-//! the image file and never write.
+//! `ext4-view`, FAT through `fatfs`, NTFS through the `ntfs` crate. All
+//! read the partition's bytes from the image file and never write.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use anyhow::{Context, Result};
 use ext4_view::{Ext4, Ext4Error};
 
+use super::ntfs_volume::NtfsVolume;
 use super::Region;
 use crate::check::{FileKind, FileMeta};
 
@@ -14,6 +15,7 @@ use crate::check::{FileKind, FileMeta};
 pub enum Volume {
     Ext(Ext4),
     Fat(Box<fatfs::FileSystem<FatIo>>),
+    Ntfs(Box<NtfsVolume>),
 }
 
 /// Mode that Linux gives every FAT file and folder with the default
@@ -32,6 +34,11 @@ impl Volume {
         let fs = fatfs::FileSystem::new(io, fatfs::FsOptions::new())
             .context("failed to read the FAT file system")?;
         Ok(Volume::Fat(Box::new(fs)))
+    }
+
+    pub fn open_ntfs(region: Region) -> Result<Self> {
+        let fs = NtfsVolume::open(region).context("failed to read the NTFS file system")?;
+        Ok(Volume::Ntfs(Box::new(fs)))
     }
 
     /// Metadata of `path` without following a final symlink.
@@ -58,11 +65,15 @@ impl Volume {
                 }
                 Ok(None)
             }
+            Volume::Ntfs(fs) => fs.lstat(path),
         }
     }
 
     /// Reads a regular file whole; `None` when `path` is not one.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        if let Volume::Ntfs(fs) = self {
+            return fs.read(path);
+        }
         match self.lstat(path)? {
             Some(meta) if meta.kind == FileKind::File => {}
             _ => return Ok(None),
@@ -83,6 +94,7 @@ impl Volume {
                     .with_context(|| format!("read {path}"))?;
                 Ok(Some(out))
             }
+            Volume::Ntfs(_) => unreachable!("NTFS reads return above"),
         }
     }
 
@@ -121,6 +133,7 @@ impl Volume {
                     .with_context(|| format!("{path} is not a regular file"))?;
                 Ok(crate::check::view::sha256_hex(&bytes))
             }
+            Volume::Ntfs(fs) => fs.sha256_of_file(path),
         }
     }
 
@@ -138,6 +151,7 @@ impl Volume {
                 file.seek(SeekFrom::Start(offset))?;
                 file.take(len as u64).read_to_end(&mut out)?;
             }
+            Volume::Ntfs(fs) => return fs.read_at(path, offset, len),
         }
         Ok(out)
     }
@@ -152,6 +166,7 @@ impl Volume {
                 Err(e) => Err(ext_error(e)).with_context(|| format!("readlink {path}")),
             },
             Volume::Fat(_) => Ok(None),
+            Volume::Ntfs(fs) => fs.read_link(path),
         }
     }
 
@@ -200,6 +215,7 @@ impl Volume {
                     out.push((name, fat_meta(entry.is_dir(), entry.len())));
                 }
             }
+            Volume::Ntfs(fs) => return fs.list(path),
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
@@ -211,6 +227,17 @@ impl Volume {
         match self {
             Volume::Ext(fs) => fs.exists(path).unwrap_or(false),
             Volume::Fat(_) => self.lstat(path).ok().flatten().is_some(),
+            Volume::Ntfs(fs) => fs.exists(path),
+        }
+    }
+
+    /// Returns `path` spelled as on the volume. NTFS compares the names
+    /// without regard to case, as Windows does; the other file systems
+    /// take `path` as it is. `None` when nothing is there.
+    pub fn find_ignoring_case(&self, path: &str) -> Result<Option<String>> {
+        match self {
+            Volume::Ntfs(fs) => fs.find_ignoring_case(path),
+            _ => Ok(self.lstat(path)?.map(|_| path.to_owned())),
         }
     }
 
@@ -219,6 +246,7 @@ impl Volume {
         match self {
             Volume::Ext(fs) => fs.read(path).ok(),
             Volume::Fat(_) => self.read(path).ok().flatten(),
+            Volume::Ntfs(fs) => fs.read_following(path),
         }
     }
 }
