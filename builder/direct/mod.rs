@@ -951,6 +951,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn windows_arch_names_follow_libguestfs() {
+        assert_eq!(windows_arch_name("AMD64"), "x86_64");
+        assert_eq!(windows_arch_name("x86"), "i386");
+        assert_eq!(windows_arch_name("ARM64"), "aarch64");
+        assert_eq!(windows_arch_name("IA64"), "ia64");
+    }
+
+    #[test]
+    fn dynamic_disk_partitions() {
+        assert!(is_dynamic_disk_part("0x42"));
+        assert!(is_dynamic_disk_part("AF9B60A0-1431-4F62-BC68-3311714A69AD"));
+        assert!(is_dynamic_disk_part("5808c8aa-7e8f-42e0-85d2-e1e90434cfb3"));
+        assert!(!is_dynamic_disk_part("0x07"));
+        assert!(!is_dynamic_disk_part(
+            "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
+        ));
+    }
+
+    #[test]
     fn fstab_mounts_skip_root_swap_and_virtual() {
         let fstab = "\
 # comment

@@ -798,3 +798,368 @@ impl Seek for CachedIo {
         Ok(self.pos)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Compares the volume with an ntfs-3g mount of the same file system,
+    //! made at test time with mkntfs and filled through ntfs-3g. ntfs-3g on
+    //! the host is the driver the libguestfs appliance copies, so both show
+    //! the same tree. The tests skip when the tools, FUSE or root are
+    //! missing.
+
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::fs::{self, File};
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::{Arc, OnceLock};
+
+    /// Runs a tool and returns whether it succeeded, printing its stderr
+    /// when it did not.
+    fn run(program: &str, args: &[&str]) -> bool {
+        match Command::new(program).args(args).output() {
+            Ok(out) if out.status.success() => true,
+            Ok(out) => {
+                eprintln!(
+                    "{program} {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                false
+            }
+            Err(e) => {
+                eprintln!("{program} could not start: {e}");
+                false
+            }
+        }
+    }
+
+    fn set_attr(path: &Path, name: &str, value: &str) {
+        assert!(run(
+            "setfattr",
+            &["-n", name, "-v", value, path.to_str().unwrap()]
+        ));
+    }
+
+    /// Builds reparse data for a junction (`\??\C:\...`) or a symlink.
+    fn reparse_hex(tag: u32, target: &str, flags: Option<u32>) -> String {
+        let name: Vec<u8> = target.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let mut body = Vec::new();
+        for field in [0u16, name.len() as u16, name.len() as u16, 0] {
+            body.extend_from_slice(&field.to_le_bytes());
+        }
+        if let Some(flags) = flags {
+            body.extend_from_slice(&flags.to_le_bytes());
+        }
+        body.extend_from_slice(&name);
+        let mut data = tag.to_le_bytes().to_vec();
+        data.extend_from_slice(&(body.len() as u16).to_le_bytes());
+        data.extend_from_slice(&[0, 0]);
+        data.extend_from_slice(&body);
+        let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+        format!("0x{hex}")
+    }
+
+    /// Fills the mounted file system at `root` with one of each kind of
+    /// file this reader handles.
+    fn fill(root: &Path) {
+        fs::write(root.join("small.txt"), "hello\n").unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        fs::write(root.join("big.bin"), &big).unwrap();
+        let sparse = File::create(root.join("sparse.bin")).unwrap();
+        sparse.set_len(10 << 20).unwrap();
+        sparse.write_all_at(b"in the middle", 5 << 20).unwrap();
+        fs::create_dir(root.join("bigdir")).unwrap();
+        for i in 0..600 {
+            fs::write(
+                root.join(format!("bigdir/file-with-a-long-name-{i}.txt")),
+                "x",
+            )
+            .unwrap();
+        }
+        let long = root.join("Long Name Folder");
+        fs::create_dir(&long).unwrap();
+        fs::write(long.join("Mixed Case File.TXT"), "mixed\n").unwrap();
+        set_attr(&long, "system.ntfs_dos_name", "LONGNA~1");
+        fs::write(root.join("UPPER.TXT"), "upper\n").unwrap();
+        fs::write(root.join("upper.txt"), "lower\n").unwrap();
+        fs::hard_link(root.join("small.txt"), root.join("hardlink.txt")).unwrap();
+        std::os::unix::fs::symlink("small.txt", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("bigdir", root.join("dirlink")).unwrap();
+        fs::write(root.join("streams.txt"), "main\n").unwrap();
+        set_attr(&root.join("streams.txt"), "user.extra", "stream data");
+        fs::write(root.join("empty"), "").unwrap();
+        fs::write(root.join("readonly.txt"), "ro\n").unwrap();
+        set_attr(
+            &root.join("readonly.txt"),
+            "system.ntfs_attrib_be",
+            "0x00000001",
+        );
+        fs::write(root.join("fifo"), "").unwrap();
+        set_attr(&root.join("fifo"), "system.ntfs_attrib_be", "0x00000004");
+        fs::write(root.join("hidden-system"), "").unwrap();
+        set_attr(
+            &root.join("hidden-system"),
+            "system.ntfs_attrib_be",
+            "0x00000006",
+        );
+        fs::create_dir(root.join("junction")).unwrap();
+        set_attr(
+            &root.join("junction"),
+            "system.ntfs_reparse_data",
+            &reparse_hex(TAG_MOUNT_POINT, "\\??\\C:\\BIGDIR", None),
+        );
+        fs::write(root.join("relative"), "").unwrap();
+        set_attr(
+            &root.join("relative"),
+            "system.ntfs_reparse_data",
+            &reparse_hex(TAG_SYMLINK, "bigdir\\file-with-a-long-name-7.txt", Some(1)),
+        );
+        fs::write(root.join("wof"), "").unwrap();
+        set_attr(
+            &root.join("wof"),
+            "system.ntfs_reparse_data",
+            "0x170000801000000001000000020000000100000000000000",
+        );
+        // Clusters full of 0xAA for the preallocated file below to reuse.
+        fs::write(root.join("junk"), vec![0xAAu8; 1 << 20]).unwrap();
+        fs::remove_file(root.join("junk")).unwrap();
+        fs::write(root.join("prealloc"), "valid part\n").unwrap();
+    }
+
+    /// The test file system: its image and a read-only ntfs-3g mount of
+    /// it, or `None` when they cannot be made here.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        image: PathBuf,
+        mount: PathBuf,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            run("fusermount", &["-u", self.mount.to_str().unwrap()]);
+        }
+    }
+
+    fn fixture() -> Option<&'static Fixture> {
+        static FIXTURE: OnceLock<Option<Fixture>> = OnceLock::new();
+        FIXTURE.get_or_init(make_fixture).as_ref()
+    }
+
+    fn make_fixture() -> Option<Fixture> {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: mounting NTFS with ntfs-3g needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("ntfs.img");
+        let mount = dir.path().join("mnt");
+        fs::create_dir(&mount).unwrap();
+        File::create(&image).unwrap().set_len(64 << 20).unwrap();
+        let (img, mnt) = (image.to_str().unwrap(), mount.to_str().unwrap());
+        if !run("mkntfs", &["-q", "-F", "-f", "-L", "test", img]) || !run("ntfs-3g", &[img, mnt]) {
+            eprintln!("skipping: mkntfs or ntfs-3g is missing or FUSE does not work here");
+            return None;
+        }
+        fill(&mount);
+        assert!(run("fusermount", &["-u", mnt]));
+        assert!(run("ntfsfallocate", &["-l", "1M", img, "/prealloc"]));
+        assert!(run("ntfs-3g", &["-o", "ro", img, mnt]));
+        Some(Fixture {
+            _dir: dir,
+            image,
+            mount,
+        })
+    }
+
+    fn open(fixture: &Fixture) -> NtfsVolume {
+        let file = File::open(&fixture.image).unwrap();
+        let len = file.metadata().unwrap().len();
+        NtfsVolume::open(Region {
+            file: Arc::new(file),
+            start: 0,
+            len,
+        })
+        .unwrap()
+    }
+
+    /// Walks the ntfs-3g mount: each path below the root with its
+    /// metadata as `lstat` shows it.
+    fn walk_mount(root: &Path, dir: &str, out: &mut BTreeMap<String, FileMeta>) {
+        let host = root.join(dir.trim_start_matches('/'));
+        for entry in fs::read_dir(&host).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            let path = format!("{}/{name}", dir.trim_end_matches('/'));
+            let meta = fs::symlink_metadata(entry.path()).unwrap();
+            let kind = if meta.is_dir() {
+                FileKind::Dir
+            } else if meta.is_file() {
+                FileKind::File
+            } else if meta.file_type().is_symlink() {
+                FileKind::Symlink
+            } else {
+                FileKind::Other
+            };
+            out.insert(
+                path.clone(),
+                FileMeta {
+                    kind,
+                    mode: meta.mode() & 0o7777,
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    size: meta.len(),
+                },
+            );
+            if kind == FileKind::Dir {
+                walk_mount(root, &path, out);
+            }
+        }
+    }
+
+    fn walk_volume(volume: &NtfsVolume, dir: &str, out: &mut BTreeMap<String, FileMeta>) {
+        for (name, meta) in volume.list(dir).unwrap() {
+            let path = format!("{}/{name}", dir.trim_end_matches('/'));
+            if meta.kind == FileKind::Dir {
+                walk_volume(volume, &path, out);
+            }
+            out.insert(path, meta);
+        }
+    }
+
+    #[test]
+    fn tree_matches_ntfs_3g() {
+        let Some(fixture) = fixture() else { return };
+        let volume = open(fixture);
+        let mut expected = BTreeMap::new();
+        walk_mount(&fixture.mount, "/", &mut expected);
+        assert!(
+            expected.len() > 600,
+            "the mount lists {} paths",
+            expected.len()
+        );
+        let mut found = BTreeMap::new();
+        walk_volume(&volume, "/", &mut found);
+        let expected_names: Vec<&String> = expected.keys().collect();
+        let found_names: Vec<&String> = found.keys().collect();
+        assert_eq!(found_names, expected_names);
+        for (path, meta) in &expected {
+            // ntfs-3g puts the mount point in front of a junction's
+            // target, so the lengths of those links differ.
+            if path == "/junction" {
+                continue;
+            }
+            assert_eq!(&found[path], meta, "metadata of {path}");
+            assert_eq!(
+                volume.lstat(path).unwrap().as_ref(),
+                Some(meta),
+                "lstat {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn contents_match_ntfs_3g() {
+        let Some(fixture) = fixture() else { return };
+        let volume = open(fixture);
+        let mut expected = BTreeMap::new();
+        walk_mount(&fixture.mount, "/", &mut expected);
+        for (path, meta) in expected.iter().filter(|(_, m)| m.kind == FileKind::File) {
+            let bytes = fs::read(fixture.mount.join(path.trim_start_matches('/'))).unwrap();
+            assert_eq!(bytes.len() as u64, meta.size, "size of {path}");
+            let read = volume.read(path).unwrap().unwrap();
+            assert!(read == bytes, "content of {path} differs from ntfs-3g's");
+            assert_eq!(
+                volume.sha256_of_file(path).unwrap(),
+                crate::check::view::sha256_hex(&bytes),
+                "sha256 of {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn sparse_and_preallocated_data() {
+        let Some(fixture) = fixture() else { return };
+        let volume = open(fixture);
+        let middle = volume.read_at("/sparse.bin", (5 << 20) - 2, 17).unwrap();
+        assert_eq!(middle, b"\0\0in the middle\0\0");
+        let prealloc = volume.read("/prealloc").unwrap().unwrap();
+        assert_eq!(prealloc.len(), 1 << 20);
+        assert_eq!(&prealloc[..11], b"valid part\n");
+        assert!(
+            prealloc[11..].iter().all(|b| *b == 0),
+            "bytes past the valid data length"
+        );
+        let tail = volume.read_at("/prealloc", (1 << 20) - 4, 100).unwrap();
+        assert_eq!(tail, [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn links_and_special_files() {
+        let Some(fixture) = fixture() else { return };
+        let volume = open(fixture);
+        assert_eq!(
+            volume.read_link("/link").unwrap().as_deref(),
+            Some("small.txt")
+        );
+        assert_eq!(
+            volume.read_link("/junction").unwrap().as_deref(),
+            Some("/bigdir")
+        );
+        assert_eq!(
+            volume.read_link("/relative").unwrap().as_deref(),
+            Some("bigdir/file-with-a-long-name-7.txt")
+        );
+        assert_eq!(
+            volume.read_link("/wof").unwrap().as_deref(),
+            Some("unsupported reparse tag 0x80000017")
+        );
+        assert_eq!(volume.read_link("/small.txt").unwrap(), None);
+        assert_eq!(
+            volume.lstat("/fifo").unwrap().unwrap().kind,
+            FileKind::Other
+        );
+        assert_eq!(
+            volume.read("/link").unwrap(),
+            None,
+            "read does not follow links"
+        );
+        assert_eq!(volume.read_at("/link", 0, 100).unwrap(), b"hello\n");
+        assert!(volume.exists("/junction/file-with-a-long-name-3.txt"));
+        assert_eq!(
+            volume
+                .lstat("/dirlink/file-with-a-long-name-3.txt")
+                .unwrap()
+                .unwrap()
+                .kind,
+            FileKind::File,
+            "links in the folders of a path are followed"
+        );
+        assert!(volume.list("/link").unwrap().is_empty());
+    }
+
+    #[test]
+    fn lookups_are_exact_case() {
+        let Some(fixture) = fixture() else { return };
+        let volume = open(fixture);
+        assert_eq!(volume.read("/UPPER.TXT").unwrap().unwrap(), b"upper\n");
+        assert_eq!(volume.read("/upper.txt").unwrap().unwrap(), b"lower\n");
+        assert_eq!(volume.lstat("/Upper.txt").unwrap(), None);
+        assert_eq!(volume.lstat("/BIGDIR").unwrap(), None);
+        assert_eq!(volume.lstat("/$MFT").unwrap().unwrap().kind, FileKind::File);
+        assert_eq!(
+            volume.list("/LONGNA~1").unwrap().len(),
+            1,
+            "a short name can be looked up"
+        );
+        assert_eq!(volume.lstat("/longna~1").unwrap(), None);
+        assert_eq!(
+            volume
+                .find_ignoring_case("/longna~1/mixed case file.txt")
+                .unwrap()
+                .as_deref(),
+            Some("/Long Name Folder/Mixed Case File.TXT")
+        );
+        assert_eq!(volume.find_ignoring_case("/nothere").unwrap(), None);
+    }
+}

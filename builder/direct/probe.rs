@@ -160,6 +160,44 @@ mod tests {
         assert_eq!(ext(&sb).label.as_deref(), Some("root"));
     }
 
+    /// Writes `head` to a file and probes it as a partition.
+    fn probe_bytes(head: &[u8]) -> Probe {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(head).unwrap();
+        probe(&Region {
+            file: std::sync::Arc::new(file),
+            start: 0,
+            len: head.len() as u64,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn bitlocker_probes_before_fat() {
+        // A BitLocker boot sector keeps a FAT32-like BPB after its OEM id.
+        let mut head = vec![0u8; 8192];
+        head[3..11].copy_from_slice(b"-FVE-FS-");
+        head[11..13].copy_from_slice(&512u16.to_le_bytes());
+        head[13] = 8;
+        head[82..90].copy_from_slice(b"FAT32   ");
+        head[510] = 0x55;
+        head[511] = 0xAA;
+        let probe = probe_bytes(&head);
+        assert_eq!(probe.fs_type.as_deref(), Some("BitLocker"));
+        assert_eq!(probe.uuid, None);
+    }
+
+    #[test]
+    fn ntfs_uuid_is_the_serial_number() {
+        let mut head = vec![0u8; 8192];
+        head[3..11].copy_from_slice(b"NTFS    ");
+        head[0x48..0x50].copy_from_slice(&0x0A1C_4F6C_1C4F_5361u64.to_le_bytes());
+        let probe = probe_bytes(&head);
+        assert_eq!(probe.fs_type.as_deref(), Some("ntfs"));
+        assert_eq!(probe.uuid.as_deref(), Some("0A1C4F6C1C4F5361"));
+    }
+
     #[test]
     fn fat32_volume_id_is_formatted_like_blkid() {
         let mut head = vec![0u8; 4096];
