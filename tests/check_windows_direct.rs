@@ -2,12 +2,16 @@
 //! `tests/support/make-windows-synthetic.sh` (MBR, two NTFS partitions)
 //! with the direct reader and with libguestfs, and compares what the two
 //! show. The image is built once, in about a minute, and libguestfs is
-//! launched once.
+//! launched once. A copy made to look encrypted checks that a BitLocker
+//! volume is listed.
 
 mod support;
 
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use forge::check::image::OpenImage;
@@ -31,6 +35,16 @@ const HIVES: &[&str] = &[
     "/Windows/System32/config/SOFTWARE",
     "/Windows/System32/config/SYSTEM",
 ];
+
+/// First sector of the Windows partition in the image.
+const WINDOWS_START: u64 = 1_026_048;
+
+/// Returns the Windows image, built on first use. Tests copy it and never
+/// change it.
+fn windows_image() -> &'static Path {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(build_image)
+}
 
 /// Builds the Windows image into `CARGO_TARGET_TMPDIR/check_windows_direct`.
 fn build_image() -> PathBuf {
@@ -77,17 +91,17 @@ fn direct_reader_matches_libguestfs() {
     if !support::tools_present(TOOLS) {
         return;
     }
-    let image = build_image();
-    let before = sha256_file(&image);
+    let image = windows_image();
+    let before = sha256_file(image);
 
     let started = Instant::now();
-    let direct = OpenImage::open_direct(&image)
+    let direct = OpenImage::open_direct(image)
         .unwrap()
         .expect("the direct reader opens the Windows image");
     eprintln!("direct reader opened the image in {:?}", started.elapsed());
     assert_eq!(direct.reader(), "direct");
     let started = Instant::now();
-    let guest = OpenImage::open_guest(&image).unwrap();
+    let guest = OpenImage::open_guest(image).unwrap();
     eprintln!("libguestfs opened the image in {:?}", started.elapsed());
 
     let (Some(dv), Some(gv)) = (direct.view(), guest.view()) else {
@@ -175,8 +189,41 @@ fn direct_reader_matches_libguestfs() {
     drop(guest);
     drop(direct);
     assert_eq!(
-        sha256_file(&image),
+        sha256_file(image),
         before,
         "the readers left the image unchanged"
     );
+}
+
+#[test]
+fn bitlocker_volume_is_listed_without_os() {
+    if !support::tools_present(TOOLS) {
+        return;
+    }
+    let image = windows_image();
+    // The same disk with the boot sector of its Windows volume made to
+    // look like BitLocker's, whose OEM id is "-FVE-FS-".
+    let locked = image.with_file_name("bitlocker.vhd");
+    let copied = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(image)
+        .arg(&locked)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let file = OpenOptions::new().write(true).open(&locked).unwrap();
+    file.write_all_at(b"-FVE-FS-", WINDOWS_START * 512 + 3)
+        .unwrap();
+
+    let opened = OpenImage::open_direct(&locked)
+        .unwrap()
+        .expect("the direct reader opens a disk with a BitLocker volume");
+    assert!(opened.view().is_none(), "no OS is readable");
+    let fs_types: Vec<Option<&str>> = opened
+        .disk()
+        .partitions
+        .iter()
+        .map(|p| p.fs_type.as_deref())
+        .collect();
+    assert_eq!(fs_types, [Some("ntfs"), Some("BitLocker")]);
 }

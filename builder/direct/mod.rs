@@ -4,11 +4,11 @@
 //! Under emulation an appliance costs about 20 s to launch and each file it
 //! serves is a round trip, while the common images (GPT, ext4 root, FAT
 //! ESP; MBR or GPT with an NTFS Windows volume) can be read on the host in
-//! well under a second. [`DirectImage::open`] handles those common cases
-//! and declines everything else (other containers, LVM, LUKS, XFS, btrfs,
-//! Windows dynamic disks, several OS roots, an ext4 feature or an NTFS
-//! volume it cannot read) with a reason, so that the caller falls back to
-//! libguestfs.
+//! well under a second. [`DirectImage::open`] handles those common cases.
+//! It declines everything else with a reason, so that the caller falls
+//! back to libguestfs: other containers, LVM, LUKS, XFS, btrfs, Windows
+//! dynamic disks, several OS roots, and an ext4 feature or an NTFS volume
+//! it cannot read.
 
 pub mod hive;
 mod ntfs_volume;
@@ -743,7 +743,7 @@ fn is_dynamic_disk_part(type_id: &str) -> bool {
 /// Folders that libguestfs takes as a Windows system root.
 const SYSTEM_ROOTS: &[&str] = &["Windows", "WINNT"];
 
-/// What an NTFS volume holds of a Windows installation.
+/// The part of a Windows installation found on an NTFS volume.
 enum WindowsHives {
     /// The registry folder, spelled as on the volume
     /// (`/Windows/System32/config`), with a SOFTWARE hive in it.
@@ -798,8 +798,8 @@ fn windows_version(software: &Hive) -> Result<(i32, i32)> {
 }
 
 /// Reads `PROCESSOR_ARCHITECTURE` of the current control set from the
-/// SYSTEM hive, named as libguestfs names architectures; `None` when the
-/// hive does not say.
+/// SYSTEM hive and names it as libguestfs names architectures. Returns
+/// `None` when the hive has no such value.
 fn windows_arch(system: &Hive) -> Result<Option<String>> {
     let Some(current) = system
         .key("Select")?

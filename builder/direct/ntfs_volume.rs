@@ -7,11 +7,11 @@
 //! - Every file and folder has mode 0777 and belongs to uid 0 and gid 0.
 //!   A folder's size is that of its index allocation, 0 when it has none.
 //! - A reparse point is a symlink. A junction or an absolute symlink
-//!   (`\??\C:\Users`) points to the same path in this volume, with the
-//!   case of the names found there; any other reparse point points to
-//!   `unsupported reparse tag 0x...`, as ntfs-3g shows it. ntfs-3g puts
+//!   (`\??\C:\Users`) points to the same path in this volume, spelled
+//!   with the case of the names found there. Any other reparse point
+//!   points to `unsupported reparse tag 0x...`, as in ntfs-3g. ntfs-3g puts
 //!   the mount point in front of absolute targets (`/sysroot/Users` in
-//!   the appliance); here they start at the volume's root (`/Users`).
+//!   the appliance), but here they start at the volume's root (`/Users`).
 //! - An Interix symlink (a system file starting with `IntxLNK\1`) is a
 //!   symlink, and an empty or one-byte system file that is not hidden is a
 //!   FIFO or a socket, which the view reports as `Other`.
@@ -68,7 +68,7 @@ pub struct NtfsVolume {
     io: RefCell<CachedIo>,
 }
 
-/// What a path is, as ntfs-3g's `lstat` reports it.
+/// The type and size of a path, as ntfs-3g's `lstat` reports them.
 enum Node {
     Dir {
         index_len: u64,
@@ -128,7 +128,7 @@ impl NtfsVolume {
         Ok(Some(self.describe(io, &file)?.meta()))
     }
 
-    /// Reads a regular file whole; `None` when `path` is not one.
+    /// Reads a regular file whole, or returns `None` when `path` is not one.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
         let io = &mut *self.io.borrow_mut();
         let Some(record) = self.resolve(io, path, false)? else {
@@ -179,7 +179,7 @@ impl NtfsVolume {
             .collect())
     }
 
-    /// Returns the target of a symlink; `None` when `path` is not one.
+    /// Returns the target of a symlink, or `None` when `path` is not one.
     pub fn read_link(&self, path: &str) -> Result<Option<String>> {
         let io = &mut *self.io.borrow_mut();
         let Some(record) = self.resolve(io, path, false)? else {
@@ -189,8 +189,8 @@ impl NtfsVolume {
         self.link_target(io, &file)
     }
 
-    /// Lists a folder with each entry's metadata, sorted by name; empty
-    /// when `path` is not a folder.
+    /// Lists a folder with each entry's metadata, sorted by name. The list
+    /// is empty when `path` is not a folder.
     pub fn list(&self, path: &str) -> Result<Vec<(String, FileMeta)>> {
         let io = &mut *self.io.borrow_mut();
         let Some(record) = self.resolve(io, path, false)? else {
@@ -238,9 +238,9 @@ impl NtfsVolume {
         Some(out)
     }
 
-    /// Returns `path` spelled with the case its names have on the volume,
-    /// comparing names without regard to case as Windows does; `None` when
-    /// a part of it is missing. Symlinks on the way are not followed.
+    /// Finds `path` comparing names without regard to case, as Windows
+    /// does, and returns it spelled as on the volume. Returns `None` when a
+    /// part of it is missing. Symlinks on the way are not followed.
     pub fn find_ignoring_case(&self, path: &str) -> Result<Option<String>> {
         let io = &mut *self.io.borrow_mut();
         let mut record = ROOT_RECORD;
@@ -271,8 +271,8 @@ impl NtfsVolume {
             .with_context(|| format!("read file record {record}"))
     }
 
-    /// Opens the file at `path`, following symlinks; an error when nothing
-    /// is there.
+    /// Opens the file at `path`, following symlinks. Fails when nothing is
+    /// there.
     fn open_following<'n>(&'n self, io: &mut CachedIo, path: &str) -> Result<NtfsFile<'n>> {
         let record = self
             .resolve(io, path, true)?
@@ -387,8 +387,9 @@ impl NtfsVolume {
         if key.namespace() != NtfsFileNamespace::Dos {
             return Ok(Some((key.name().to_string_lossy(), record)));
         }
-        // A short name matched: listings show the file's long name in
+        // A short name matched, but listings show the file's long name in
         // the same folder instead.
+
         let file = self.file(io, record)?;
         let mut attributes = file.attributes();
         while let Some(item) = attributes.next(io) {
@@ -463,7 +464,7 @@ impl NtfsVolume {
     }
 
     /// Returns the target that ntfs-3g shows for a reparse point or an
-    /// Interix symlink; `None` for anything else.
+    /// Interix symlink, or `None` for any other file.
     fn link_target(&self, io: &mut CachedIo, file: &NtfsFile) -> Result<Option<String>> {
         let flags = file.info().map_err(ntfs_error)?.file_attributes();
         if flags.contains(NtfsFileAttributeFlags::REPARSE_POINT) {
@@ -542,7 +543,8 @@ impl NtfsVolume {
         let tag = u32_at(data, 0).unwrap_or(0);
         let unsupported = format!("unsupported reparse tag 0x{tag:08x}");
         // Both layouts start with the offset and length of the substitute
-        // name in their path buffer; a symlink has a flags word before it.
+        // name in their path buffer. A symlink has a flags word before the
+        // buffer.
         let (buffer_at, relative) = match tag {
             TAG_MOUNT_POINT => (16, false),
             TAG_SYMLINK => (
@@ -551,6 +553,7 @@ impl NtfsVolume {
             ),
             _ => return unsupported,
         };
+
         let (Some(offset), Some(len)) = (u16_at(data, 8), u16_at(data, 10)) else {
             return unsupported;
         };
@@ -559,6 +562,7 @@ impl NtfsVolume {
             return unsupported;
         };
         let name = utf16(name);
+
         if relative {
             return name.replace('\\', "/");
         }
@@ -623,9 +627,12 @@ impl NtfsVolume {
         if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
             bail!("the file is encrypted with EFS, and its content cannot be read");
         }
+        // NOTE: ntfs-3g decompresses LZNT1 files, but this reader does not,
+        // so rules that read such a file fail on the direct reader.
         if flags.contains(NtfsAttributeFlags::COMPRESSED) {
             bail!("the file is compressed by NTFS, which the direct reader cannot decompress");
         }
+
         let size = attribute.value_length();
         let valid = if attribute.is_resident() {
             size
@@ -636,6 +643,7 @@ impl NtfsVolume {
         if offset >= end {
             return Ok(());
         }
+
         let mut value = attribute.value(io).map_err(ntfs_error)?;
         if offset < valid {
             value
@@ -928,7 +936,7 @@ mod tests {
     }
 
     /// The test file system: its image and a read-only ntfs-3g mount of
-    /// it, or `None` when they cannot be made here.
+    /// it.
     struct Fixture {
         _dir: tempfile::TempDir,
         image: PathBuf,
@@ -937,10 +945,12 @@ mod tests {
 
     impl Drop for Fixture {
         fn drop(&mut self) {
-            run("fusermount", &["-u", self.mount.to_str().unwrap()]);
+            run("umount", &[self.mount.to_str().unwrap()]);
         }
     }
 
+    /// Returns the file system shared by the tests, made on first use, or
+    /// `None` when it cannot be made here.
     fn fixture() -> Option<&'static Fixture> {
         static FIXTURE: OnceLock<Option<Fixture>> = OnceLock::new();
         FIXTURE.get_or_init(make_fixture).as_ref()
@@ -962,7 +972,7 @@ mod tests {
             return None;
         }
         fill(&mount);
-        assert!(run("fusermount", &["-u", mnt]));
+        assert!(run("umount", &[mnt]));
         assert!(run("ntfsfallocate", &["-l", "1M", img, "/prealloc"]));
         assert!(run("ntfs-3g", &["-o", "ro", img, mnt]));
         Some(Fixture {

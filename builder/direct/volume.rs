@@ -71,6 +71,7 @@ impl Volume {
 
     /// Reads a regular file whole; `None` when `path` is not one.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        // The NTFS volume checks the file type in the lookup that reads it.
         if let Volume::Ntfs(fs) = self {
             return fs.read(path);
         }
