@@ -138,28 +138,37 @@ impl<'a> Registry<'a> {
             return Ok(None);
         };
         let name = hive.file_name();
-        let parsed = match NtHive::new(bytes) {
-            Ok(h) => h,
-            // A hive whose last write was not flushed has differing
-            // sequence numbers; its cells are still readable.
-            Err(_) => NtHive::without_validation(bytes)
-                .map_err(|e| anyhow!("the {name} hive cannot be parsed: {e}"))?,
+        if !bytes.starts_with(b"regf") {
+            anyhow::bail!("the {name} hive does not start with the signature regf");
+        }
+        // nt-hive 0.3 panics on some damaged cells instead of returning an
+        // error, so a damaged hive must not take the whole check down.
+        let read = || -> Result<Option<T>> {
+            let parsed = match NtHive::new(bytes) {
+                Ok(h) => h,
+                // A hive whose last write was not flushed has differing
+                // sequence numbers, and its cells are still readable.
+                Err(_) => NtHive::without_validation(bytes)
+                    .map_err(|e| anyhow!("the {name} hive cannot be parsed: {e}"))?,
+            };
+            let root = parsed
+                .root_key_node()
+                .map_err(|e| anyhow!("the {name} hive has no root key: {e}"))?;
+            let path = path.trim_matches('\\');
+            let key = if path.is_empty() {
+                root
+            } else {
+                match root.subpath(path) {
+                    None => return Ok(None),
+                    Some(key) => key.map_err(|e| anyhow!("{name}\\{path}: {e}"))?,
+                }
+            };
+            f(&key)
+                .with_context(|| format!("failed to read {name}\\{path}"))
+                .map(Some)
         };
-        let root = parsed
-            .root_key_node()
-            .map_err(|e| anyhow!("the {name} hive has no root key: {e}"))?;
-        let path = path.trim_matches('\\');
-        let key = if path.is_empty() {
-            root
-        } else {
-            match root.subpath(path) {
-                None => return Ok(None),
-                Some(key) => key.map_err(|e| anyhow!("{name}\\{path}: {e}"))?,
-            }
-        };
-        f(&key)
-            .with_context(|| format!("failed to read {name}\\{path}"))
-            .map(Some)
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+            .unwrap_or_else(|_| Err(anyhow!("the {name} hive is damaged")))
     }
 
     /// Returns whether the key exists.
@@ -282,5 +291,33 @@ pub fn describe(value: Option<&Value>) -> String {
                 None => v.kind_name(),
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::DirView;
+
+    #[test]
+    fn damaged_hive_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("Windows/System32/config");
+        std::fs::create_dir_all(&config).unwrap();
+        let mut bytes = vec![0u8; 8192];
+        bytes[..4].copy_from_slice(b"regf");
+        // Root cell offset 0xFFFFFFFF, where a cell must be.
+        bytes[0x24..0x28].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(config.join("SYSTEM"), &bytes).unwrap();
+        std::fs::write(config.join("software"), b"not a hive").unwrap();
+        let view = DirView::new(dir.path());
+        let reg = Registry::new(&view);
+        assert!(reg.dword(HiveName::System, "Select", "Current").is_err());
+        let err = reg
+            .text(HiveName::Software, "Microsoft", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signature regf"), "{err}");
+        assert!(!reg.has(HiveName::Sam).unwrap());
     }
 }
