@@ -2,6 +2,8 @@
 //! reads its partition table, finds and mounts the OS, and serves the
 //! [`ImageView`] that the compliance rules read.
 //!
+//! [`windows::WindowsDisk`] opens a Windows disk read-write for a build.
+//!
 //! Each [`GuestImage`] starts one libguestfs appliance (a small QEMU guest).
 //! Under TCG a launch takes about 20 s, so open an image once and reuse it.
 
@@ -17,6 +19,8 @@ use guestfs::{AddDriveOptArgs, Handle, IsDirOptArgs, StatNS};
 use tempfile::TempDir;
 
 use crate::accel;
+
+pub mod windows;
 use crate::check::{DiskFacts, FileKind, FileMeta, ImageView, OsInfo, Partition, WalkEntry};
 use crate::vhd;
 

@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::check::Waiver;
+use crate::check::{Waiver, WinBuild, WindowsPolicy};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -30,6 +30,8 @@ pub struct Recipe {
     pub disk_size: u64,
     pub layers: Vec<Layer>,
     pub waivers: Vec<Waiver>,
+    /// The `[windows]` table; default on other bases.
+    pub windows: WindowsPolicy,
 }
 
 /// Source of the OS.
@@ -39,6 +41,8 @@ pub enum Base {
     Debian(DebianBase),
     /// An existing Linux cloud image, copied file by file.
     Image(ImageBase),
+    /// A generalized Windows Server disk, copied whole and changed offline.
+    Windows(WindowsBase),
 }
 
 impl Base {
@@ -46,7 +50,7 @@ impl Base {
     pub fn debian(&self) -> Option<&DebianBase> {
         match self {
             Base::Debian(d) => Some(d),
-            Base::Image(_) => None,
+            Base::Image(_) | Base::Windows(_) => None,
         }
     }
 
@@ -54,9 +58,27 @@ impl Base {
     pub fn mirror(&self) -> Option<&str> {
         match self {
             Base::Debian(d) => d.mirror.as_deref(),
-            Base::Image(_) => None,
+            Base::Image(_) | Base::Windows(_) => None,
         }
     }
+
+    /// Returns the Windows base, or `None` for a Linux one.
+    pub fn windows(&self) -> Option<&WindowsBase> {
+        match self {
+            Base::Windows(w) => Some(w),
+            _ => None,
+        }
+    }
+}
+
+/// A Windows Server disk image to start from.
+#[derive(Clone, Debug)]
+pub struct WindowsBase {
+    /// Absolute path of the image: a fixed VHD or raw disk, or a dynamic
+    /// VHD, VHDX or qcow2 file that the build converts.
+    pub path: PathBuf,
+    /// Expected sha256 of the image file, lowercase hex.
+    pub sha256: String,
 }
 
 /// An existing disk image to start from.
@@ -103,6 +125,92 @@ pub struct Layer {
     /// Upgrade every installed package before installing `packages`. Set
     /// only on the layer forge adds to an image base.
     pub upgrade: bool,
+    /// Registry values a layer sets on a Windows base, in order.
+    pub registry: Vec<RegistryValue>,
+    /// Commands a layer runs once at the first boot of a Windows VM.
+    pub first_boot: Vec<String>,
+}
+
+/// The registry hives a recipe may set values in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HiveName {
+    Software,
+    System,
+}
+
+impl HiveName {
+    /// The name as it follows `HKLM\` in a key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HiveName::Software => "SOFTWARE",
+            HiveName::System => "SYSTEM",
+        }
+    }
+}
+
+/// One registry value a layer sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryValue {
+    /// The key as the recipe writes it, for messages.
+    pub key: String,
+    pub hive: HiveName,
+    /// Key names below the hive's root. In SYSTEM, a first name
+    /// `CurrentControlSet` stands for the control set that
+    /// `SYSTEM\Select\Current` names.
+    pub path: Vec<String>,
+    /// Value name; empty for the key's default value.
+    pub name: String,
+    pub data: RegData,
+}
+
+/// The data of a registry value, by type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegData {
+    String(String),
+    ExpandString(String),
+    MultiString(Vec<String>),
+    Dword(u32),
+    Qword(u64),
+    Binary(Vec<u8>),
+}
+
+/// Registry value types, as the hive stores them.
+pub const REG_SZ: u32 = 1;
+pub const REG_EXPAND_SZ: u32 = 2;
+pub const REG_BINARY: u32 = 3;
+pub const REG_DWORD: u32 = 4;
+pub const REG_MULTI_SZ: u32 = 7;
+pub const REG_QWORD: u32 = 11;
+
+impl RegData {
+    /// Returns the value's type and its bytes as the hive stores them:
+    /// strings in UTF-16LE with a terminating NUL, a multi-string with an
+    /// empty string after the last, numbers little-endian.
+    pub fn encode(&self) -> (u32, Vec<u8>) {
+        match self {
+            RegData::String(s) => (REG_SZ, utf16z(s)),
+            RegData::ExpandString(s) => (REG_EXPAND_SZ, utf16z(s)),
+            RegData::MultiString(list) => {
+                let mut bytes = Vec::new();
+                for s in list {
+                    bytes.extend(utf16z(s));
+                }
+                bytes.extend([0, 0]);
+                (REG_MULTI_SZ, bytes)
+            }
+            RegData::Dword(n) => (REG_DWORD, n.to_le_bytes().to_vec()),
+            RegData::Qword(n) => (REG_QWORD, n.to_le_bytes().to_vec()),
+            RegData::Binary(b) => (REG_BINARY, b.clone()),
+        }
+    }
+}
+
+/// Encodes a string as UTF-16LE followed by a NUL character.
+pub fn utf16z(s: &str) -> Vec<u8> {
+    s.encode_utf16()
+        .chain(std::iter::once(0))
+        .flat_map(u16::to_le_bytes)
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -117,6 +225,38 @@ struct RawRecipe {
     layers: Vec<RawLayer>,
     #[serde(default)]
     policy: Option<RawPolicy>,
+    #[serde(default)]
+    windows: Option<RawWindows>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindows {
+    min_build: Option<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    firewall_allow: Vec<String>,
+    #[serde(default)]
+    accounts: Vec<String>,
+    bitlocker: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindowsImage {
+    image: String,
+    sha256: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    key: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    value: toml::Value,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +269,7 @@ struct RawBase {
     image: Option<String>,
     sha256: Option<String>,
     repository: Option<String>,
+    windows: Option<RawWindowsImage>,
 }
 
 #[derive(Deserialize)]
@@ -167,6 +308,10 @@ struct RawLayer {
     run: Vec<Vec<String>>,
     #[serde(default)]
     enable: Vec<String>,
+    #[serde(default)]
+    registry: Vec<RawRegistry>,
+    #[serde(default)]
+    first_boot: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -214,17 +359,32 @@ impl Recipe {
             .with_context(|| format!("{file}: invalid key `version`"))?;
         let base = validate_base(raw.base, &recipe_dir)
             .with_context(|| format!("{file}: invalid [base]"))?;
+        let is_windows = matches!(base, Base::Windows(_));
+        if is_windows && raw.disk.is_some() {
+            bail!(
+                "{file}: invalid key `disk.size`: it does not apply to a Windows base, whose VHD \
+                 keeps the size of the base image; remove [disk]"
+            );
+        }
         let disk_size = match raw.disk.and_then(|d| d.size) {
             None => DEFAULT_DISK_SIZE,
             Some(v) => {
                 parse_disk_size(&v).with_context(|| format!("{file}: invalid key `disk.size`"))?
             }
         };
+        let windows = match raw.windows {
+            None => WindowsPolicy::default(),
+            Some(_) if !is_windows => bail!(
+                "{file}: invalid table [windows]: it applies only to a Windows base \
+                 (`[base] windows = {{ image = ..., sha256 = ... }}`); remove it"
+            ),
+            Some(w) => validate_windows(w).with_context(|| format!("{file}: invalid [windows]"))?,
+        };
 
         let mut layers = Vec::new();
         for (i, raw_layer) in raw.layers.into_iter().enumerate() {
             let label = format!("{file}: layer {} (`{}`)", i + 1, raw_layer.name);
-            layers.push(validate_layer(raw_layer, &recipe_dir).with_context(|| label)?);
+            layers.push(validate_layer(raw_layer, &recipe_dir, is_windows).with_context(|| label)?);
         }
 
         let waivers = raw
@@ -244,6 +404,7 @@ impl Recipe {
             disk_size,
             layers,
             waivers,
+            windows,
         })
     }
 
@@ -289,6 +450,9 @@ fn clip(value: &str) -> String {
 }
 
 fn validate_base(raw: RawBase, recipe_dir: &Path) -> Result<Base> {
+    if raw.windows.is_some() {
+        return validate_windows_base(raw, recipe_dir).map(Base::Windows);
+    }
     if raw.image.is_some() {
         return validate_image_base(raw, recipe_dir).map(Base::Image);
     }
@@ -397,6 +561,108 @@ fn validate_image_base(raw: RawBase, recipe_dir: &Path) -> Result<ImageBase> {
     })
 }
 
+fn validate_windows_base(raw: RawBase, recipe_dir: &Path) -> Result<WindowsBase> {
+    for (key, value) in [
+        ("distro", raw.distro.is_some()),
+        ("release", raw.release.is_some()),
+        ("arch", raw.arch.is_some()),
+        ("mirror", raw.mirror.is_some()),
+        ("image", raw.image.is_some()),
+        ("sha256", raw.sha256.is_some()),
+        ("repository", raw.repository.is_some()),
+    ] {
+        if value {
+            bail!(
+                "`{key}` cannot stand beside `windows`: a Windows base is only \
+                 `windows = {{ image = \"path\", sha256 = \"...\" }}`; remove `{key}`"
+            );
+        }
+    }
+    let windows = raw.windows.expect("called for a Windows base");
+    let (path, sha256) = validate_pinned_image(&windows.image, &windows.sha256, recipe_dir)
+        .context("invalid key `windows`")?;
+    Ok(WindowsBase { path, sha256 })
+}
+
+/// Checks an image path relative to the recipe and its sha256 pin; returns
+/// the absolute path and the digest in lowercase.
+fn validate_pinned_image(
+    written: &str,
+    sha256: &str,
+    recipe_dir: &Path,
+) -> Result<(PathBuf, String)> {
+    if written.trim().is_empty() {
+        bail!("image is empty; give the path of the disk image relative to the recipe");
+    }
+    let path = recipe_dir.join(written);
+    let meta = fs::metadata(&path)
+        .with_context(|| format!("image {written:?} not found at {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "image {written:?} ({}) is not a regular file",
+            path.display()
+        );
+    }
+    let path = fs::canonicalize(&path)?;
+    let sha256 = sha256.trim().to_ascii_lowercase();
+    if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!(
+            "sha256 {:?} is not 64 hexadecimal digits; run `sha256sum {}` and copy the digest",
+            clip(&sha256),
+            path.display()
+        );
+    }
+    Ok((path, sha256))
+}
+
+/// The ways BitLocker may be arranged for a Windows image.
+pub const BITLOCKER_CHOICES: [&str; 2] = ["azure-disk-encryption", "first-boot"];
+
+fn validate_windows(raw: RawWindows) -> Result<WindowsPolicy> {
+    let min_build = match raw.min_build {
+        None => None,
+        Some(text) => Some(
+            text.parse::<WinBuild>()
+                .map_err(anyhow::Error::msg)
+                .context("invalid key `min_build`")?,
+        ),
+    };
+    for (key, names) in [
+        ("deny", &raw.deny),
+        ("firewall_allow", &raw.firewall_allow),
+        ("accounts", &raw.accounts),
+    ] {
+        for name in names {
+            if name.trim().is_empty() || name.chars().any(|c| c.is_control() || c == '\\') {
+                bail!(
+                    "invalid key `{key}`: {:?} is not a name; give names without \
+                     backslashes or control characters",
+                    clip(name)
+                );
+            }
+        }
+    }
+    let bitlocker = raw
+        .bitlocker
+        .unwrap_or_else(|| BITLOCKER_CHOICES[0].to_owned());
+    if !BITLOCKER_CHOICES.contains(&bitlocker.as_str()) {
+        bail!(
+            "invalid key `bitlocker`: {:?} is not one of \"azure-disk-encryption\" \
+             (Azure encrypts the disks when the VM is deployed) or \"first-boot\" \
+             (BitLocker is turned on at the first boot, which needs a VM with a vTPM)",
+            clip(&bitlocker)
+        );
+    }
+    Ok(WindowsPolicy {
+        min_build,
+        deny: raw.deny,
+        firewall_allow: raw.firewall_allow,
+        accounts: raw.accounts,
+        first_boot: Vec::new(),
+        bitlocker: Some(bitlocker),
+    })
+}
+
 /// Parses `30GiB`, `512MiB`, `1TiB` or a byte count, and checks limits.
 fn parse_disk_size(value: &SizeValue) -> Result<u64> {
     let bytes = match value {
@@ -438,8 +704,34 @@ pub fn parse_size_text(s: &str) -> Result<u64> {
     n.checked_mul(factor).context("size overflows")
 }
 
-fn validate_layer(raw: RawLayer, recipe_dir: &Path) -> Result<Layer> {
+fn validate_layer(raw: RawLayer, recipe_dir: &Path, windows: bool) -> Result<Layer> {
     check_name(&raw.name, "name")?;
+    if windows {
+        for (key, used) in [
+            ("packages", !raw.packages.is_empty()),
+            ("run", !raw.run.is_empty()),
+            ("enable", !raw.enable.is_empty()),
+        ] {
+            if used {
+                bail!(
+                    "`{key}` applies only to a Linux base; on a Windows base a layer has \
+                     `overlay`, `registry` and `first_boot`"
+                );
+            }
+        }
+    } else {
+        for (key, used) in [
+            ("registry", !raw.registry.is_empty()),
+            ("first_boot", !raw.first_boot.is_empty()),
+        ] {
+            if used {
+                bail!(
+                    "`{key}` applies only to a Windows base; on a Linux base a layer has \
+                     `packages`, `overlay`, `run` and `enable`"
+                );
+            }
+        }
+    }
     for p in &raw.packages {
         if !is_package_spec(p) {
             bail!(
@@ -458,12 +750,38 @@ fn validate_layer(raw: RawLayer, recipe_dir: &Path) -> Result<Layer> {
             bail!("enable: {unit:?} is not a systemd unit name");
         }
     }
+    let registry = raw
+        .registry
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| validate_registry(r).with_context(|| format!("invalid `registry[{i}]`")))
+        .collect::<Result<Vec<_>>>()?;
+    for (i, command) in raw.first_boot.iter().enumerate() {
+        if command.trim().is_empty() {
+            bail!(
+                "first_boot[{i}] is empty; give a command line such as 'C:\\App\\setup.cmd /quiet'"
+            );
+        }
+        if command.chars().any(|c| c.is_control()) {
+            bail!(
+                "first_boot[{i}] {:?} contains a line break or control character; give one \
+                 command line per entry",
+                clip(command)
+            );
+        }
+    }
     let overlay = match raw.overlay {
         None => None,
         Some(rel) if rel.trim().is_empty() => {
             bail!("overlay is empty; give a folder path relative to the recipe")
         }
-        Some(rel) => Some(validate_overlay(&recipe_dir.join(&rel), &rel)?),
+        Some(rel) => {
+            let dir = validate_overlay(&recipe_dir.join(&rel), &rel)?;
+            if windows {
+                validate_windows_overlay(&dir, &rel)?;
+            }
+            Some(dir)
+        }
     };
     Ok(Layer {
         name: raw.name,
@@ -472,7 +790,185 @@ fn validate_layer(raw: RawLayer, recipe_dir: &Path) -> Result<Layer> {
         run: raw.run,
         enable: raw.enable,
         upgrade: false,
+        registry,
+        first_boot: raw.first_boot,
     })
+}
+
+/// Checks one `registry` entry and encodes its value.
+fn validate_registry(raw: RawRegistry) -> Result<RegistryValue> {
+    let key = raw.key.trim_end_matches('\\');
+    let parts: Vec<&str> = key.split('\\').collect();
+    let hive = match parts.as_slice() {
+        [root, hive, _, ..] if root.eq_ignore_ascii_case("HKLM") => {
+            if hive.eq_ignore_ascii_case("SOFTWARE") {
+                Some(HiveName::Software)
+            } else if hive.eq_ignore_ascii_case("SYSTEM") {
+                Some(HiveName::System)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    let Some(hive) = hive else {
+        bail!(
+            "key {:?} is outside the hives forge edits; it must start with \
+             HKLM\\SOFTWARE\\ or HKLM\\SYSTEM\\ (per-user keys cannot be set offline)",
+            clip(&raw.key)
+        );
+    };
+    let path: Vec<String> = parts[2..].iter().map(|p| p.to_string()).collect();
+    if path
+        .iter()
+        .any(|p| p.is_empty() || p.chars().any(|c| c.is_control()))
+    {
+        bail!(
+            "key {:?} has an empty key name or a control character between backslashes",
+            clip(&raw.key)
+        );
+    }
+    if raw.name.chars().any(|c| c.is_control()) {
+        bail!(
+            "value name {:?} contains a control character",
+            clip(&raw.name)
+        );
+    }
+    let data = parse_reg_data(&raw.kind, &raw.value)
+        .with_context(|| format!("value {:?} of key {:?}", raw.name, clip(&raw.key)))?;
+    Ok(RegistryValue {
+        key: raw.key,
+        hive,
+        path,
+        name: raw.name,
+        data,
+    })
+}
+
+fn parse_reg_data(kind: &str, value: &toml::Value) -> Result<RegData> {
+    use toml::Value as V;
+    let want = |what: &str| -> anyhow::Error {
+        anyhow::anyhow!("type {kind:?} needs {what}, not {value}")
+    };
+    Ok(match kind {
+        "string" | "expand_string" => {
+            let V::String(s) = value else {
+                return Err(want("a string"));
+            };
+            if s.contains('\0') {
+                bail!("a string value cannot contain a NUL character");
+            }
+            if kind == "string" {
+                RegData::String(s.clone())
+            } else {
+                RegData::ExpandString(s.clone())
+            }
+        }
+        "multi_string" => {
+            let V::Array(items) = value else {
+                return Err(want("an array of strings"));
+            };
+            let mut list = Vec::new();
+            for item in items {
+                match item {
+                    V::String(s) if !s.is_empty() && !s.contains('\0') => list.push(s.clone()),
+                    _ => return Err(want("an array of non-empty strings")),
+                }
+            }
+            RegData::MultiString(list)
+        }
+        "dword" => match value {
+            V::Integer(n) if (0..=i64::from(u32::MAX)).contains(n) => RegData::Dword(*n as u32),
+            _ => return Err(want("an integer from 0 to 4294967295")),
+        },
+        "qword" => match value {
+            V::Integer(n) if *n >= 0 => RegData::Qword(*n as u64),
+            _ => return Err(want("a non-negative integer")),
+        },
+        "binary" => {
+            let V::String(s) = value else {
+                return Err(want("a string of hexadecimal digits"));
+            };
+            let digits: String = s
+                .chars()
+                .filter(|c| !c.is_whitespace() && *c != ',')
+                .collect();
+            if !digits.len().is_multiple_of(2) || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(want(
+                    "an even number of hexadecimal digits, such as \"01ab\"",
+                ));
+            }
+            RegData::Binary(
+                (0..digits.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).expect("hex checked"))
+                    .collect(),
+            )
+        }
+        other => bail!(
+            "type {other:?} is not one of string, expand_string, multi_string, dword, qword \
+             or binary"
+        ),
+    })
+}
+
+/// File name extensions of private keys that forge removes from Windows
+/// volumes; an overlay must not bring them.
+pub const PRIVATE_KEY_EXTENSIONS: [&str; 3] = ["pfx", "p12", "pvk"];
+
+/// Checks that an overlay for a Windows volume holds only files and folders
+/// whose names Windows accepts, and no private keys.
+fn validate_windows_overlay(root: &Path, as_written: &str) -> Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).with_context(|| format!("failed to read {}", d.display()))? {
+            let entry = entry?;
+            let path = entry.path();
+            let ft = entry.file_type()?;
+            if ft.is_symlink() {
+                bail!(
+                    "overlay {as_written:?}: {} is a symlink; an overlay for a Windows base \
+                     holds files and folders only",
+                    path.display()
+                );
+            }
+            let name = entry.file_name();
+            let name = name.to_str().with_context(|| {
+                format!(
+                    "overlay {as_written:?}: {} is not a UTF-8 name",
+                    path.display()
+                )
+            })?;
+            if name
+                .chars()
+                .any(|c| c.is_control() || "<>:\"|?*\\".contains(c))
+                || name.ends_with(['.', ' '])
+            {
+                bail!(
+                    "overlay {as_written:?}: {} has a name Windows does not accept (no \
+                     <>:\"|?*\\ or control characters, no trailing dot or space)",
+                    path.display()
+                );
+            }
+            let extension = Path::new(name)
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            if ft.is_file()
+                && extension.is_some_and(|e| PRIVATE_KEY_EXTENSIONS.contains(&e.as_str()))
+            {
+                bail!(
+                    "overlay {as_written:?}: {} is a private key file, which the build removes \
+                     from Windows images; import certificates with a first_boot command instead",
+                    path.display()
+                );
+            }
+            if ft.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn is_package_spec(p: &str) -> bool {

@@ -16,15 +16,19 @@ use crate::recipe::ImageBase;
 /// Checks the image against the recipe's `sha256` pin. Runs before anything
 /// else of the build, so a changed or wrong file stops it at once.
 pub fn verify_pin(base: &ImageBase, cache_dir: &Path) -> Result<()> {
+    verify_file_pin(&base.path, &base.sha256, cache_dir)
+}
+
+/// Checks the file at `path` against the pinned lowercase `sha256`.
+pub fn verify_file_pin(path: &Path, sha256: &str, cache_dir: &Path) -> Result<()> {
     let cache = HashCache::new(cache_dir);
-    let actual = hashcache::sha256_of(&base.path, Some(&cache))
-        .with_context(|| format!("failed to read base image {}", base.path.display()))?;
-    if actual != base.sha256 {
+    let actual = hashcache::sha256_of(path, Some(&cache))
+        .with_context(|| format!("failed to read base image {}", path.display()))?;
+    if actual != sha256 {
         bail!(
-            "base image {} has sha256 {actual}, but the recipe pins {}; \
+            "base image {} has sha256 {actual}, but the recipe pins {sha256}; \
              check that this is the image you meant, then update `sha256` in [base]",
-            base.path.display(),
-            base.sha256
+            path.display(),
         );
     }
     Ok(())

@@ -15,6 +15,7 @@ pub mod stage_cache;
 pub mod stage_key;
 pub mod stages;
 pub mod tree;
+pub mod windows;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -122,10 +123,10 @@ pub struct Artifacts {
 }
 
 /// Prints each step with its number and wall time on stderr.
-struct Progress {
-    total: usize,
-    done: usize,
-    started: Instant,
+pub(crate) struct Progress {
+    pub(crate) total: usize,
+    pub(crate) done: usize,
+    pub(crate) started: Instant,
 }
 
 /// The end of a step's progress line: what happened, shown before the
@@ -154,13 +155,17 @@ impl Note {
 }
 
 impl Progress {
-    fn step<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub(crate) fn step<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         self.step_noted(name, || Ok((f()?, Note::done())))
     }
 
     /// Runs a step whose closure also returns the note for its progress
     /// line, such as whether the cache supplied its result.
-    fn step_noted<T>(&mut self, name: &str, f: impl FnOnce() -> Result<(T, Note)>) -> Result<T> {
+    pub(crate) fn step_noted<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce() -> Result<(T, Note)>,
+    ) -> Result<T> {
         exec::check_interrupted()?;
         self.done += 1;
         eprintln!("[{}/{}] {name} ...", self.done, self.total);
@@ -190,6 +195,11 @@ impl Progress {
 /// Builds the recipe at `recipe_path` into a checked, fixed VHD.
 pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
     let recipe = Recipe::load(recipe_path)?;
+    if let Base::Windows(base) = &recipe.base {
+        import::verify_file_pin(&base.path, &base.sha256, &opts.cache_dir)?;
+        let base = base.clone();
+        return windows::build(recipe, &base, recipe_path, opts);
+    }
     if let Base::Image(image) = &recipe.base {
         import::verify_pin(image, &opts.cache_dir)?;
     }
@@ -235,6 +245,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
         }
         // Known once the image's tree is copied.
         Base::Image(_) => (None, Vec::new(), 0),
+        Base::Windows(_) => unreachable!("a Windows base is built by build::windows"),
     };
     let layers = recipe.layers.clone();
     let mut ctx = Context {
@@ -257,7 +268,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
     let mut outputs = output::Pending::new(&opts.output_dir, &ctx.recipe.artifact_stem());
     let image_base = match &ctx.recipe.base {
         Base::Image(image) => Some(image.clone()),
-        Base::Debian(_) => None,
+        Base::Debian(_) | Base::Windows(_) => None,
     };
     let mut progress = Progress {
         total: if image_base.is_some() { 8 } else { 7 },
@@ -377,13 +388,13 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<Artifacts> {
 
 /// The output folder, removed again when the build that created it fails
 /// before writing anything into it.
-struct NewFolder {
+pub(crate) struct NewFolder {
     path: PathBuf,
     created: bool,
 }
 
 impl NewFolder {
-    fn create(path: &Path) -> Result<Self> {
+    pub(crate) fn create(path: &Path) -> Result<Self> {
         let created = !path.exists();
         std::fs::create_dir_all(path)
             .with_context(|| format!("failed to create output folder {}", path.display()))?;
@@ -393,7 +404,7 @@ impl NewFolder {
         })
     }
 
-    fn keep(&mut self) {
+    pub(crate) fn keep(&mut self) {
         self.created = false;
     }
 }
@@ -409,7 +420,7 @@ impl Drop for NewFolder {
 
 /// Before a build replaces a lock whose packages differ from what it
 /// installed, keeps the old one as `<name>.lock.previous` and says so.
-fn keep_changed_lock(lock_path: &Path, new: &Lock) -> Result<()> {
+pub(crate) fn keep_changed_lock(lock_path: &Path, new: &Lock) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(lock_path) else {
         return Ok(());
     };
@@ -575,7 +586,7 @@ fn build_epoch(lock: Option<&Lock>, releases: &[bootstrap::IndexRelease]) -> Res
     Ok(epoch)
 }
 
-fn print_failures(report: &check::report::Report) {
+pub(crate) fn print_failures(report: &check::report::Report) {
     for f in report.rules.iter().filter(|f| f.status == Status::Fail) {
         eprintln!("fail  {}: {}", f.id, f.evidence);
     }

@@ -409,6 +409,7 @@ mod tests {
             run: vec![vec!["rm".into(), "-f".into(), "/etc/x".into()]],
             enable: vec!["nginx.service".into()],
             upgrade: false,
+            ..Default::default()
         };
         let reference = layer_key(&previous, &layer).unwrap();
 

@@ -263,6 +263,7 @@ fn base_layer(ctx: &Context, family: Family, can_install: bool) -> Result<Layer>
         run: import::initramfs_commands(&ctx.tree, family)?,
         enable: Vec::new(),
         upgrade: can_install,
+        ..Default::default()
     })
 }
 

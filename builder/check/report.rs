@@ -19,6 +19,14 @@ pub struct Report {
     pub os: OsInfo,
     pub verdict: Verdict,
     pub rules: Vec<Finding>,
+    /// Commands the build placed to run once at the first boot of a
+    /// Windows VM, in order; only in a build's report.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub first_boot: Vec<String>,
+    /// What a build's reader should know beyond the rules, such as how
+    /// BitLocker is arranged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -36,6 +44,8 @@ impl Report {
             os,
             verdict: Verdict::of(&rules),
             rules,
+            first_boot: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }
@@ -74,6 +84,15 @@ pub fn render_text(report: &Report) -> String {
             let reason = finding.reason.as_deref().unwrap_or("no reason given");
             out.push_str(&format!("  {}: {reason}\n", finding.id));
         }
+    }
+    if !report.first_boot.is_empty() {
+        out.push_str("\nfirst boot, in order:\n");
+        for command in &report.first_boot {
+            out.push_str(&format!("  {command}\n"));
+        }
+    }
+    for note in &report.notes {
+        out.push_str(&format!("\n{note}\n"));
     }
     out
 }
@@ -150,6 +169,20 @@ pub fn render_markdown(report: &Report) -> String {
             f.status.as_str(),
             evidence.replace('|', "\\|").replace('\n', " ")
         ));
+    }
+    if !report.first_boot.is_empty() {
+        out.push_str(
+            "\n## First boot\n\nCommands run once, in order, when the VM first boots:\n\n",
+        );
+        for command in &report.first_boot {
+            out.push_str(&format!("1. `{command}`\n"));
+        }
+    }
+    if !report.notes.is_empty() {
+        out.push_str("\n## Notes\n\n");
+        for note in &report.notes {
+            out.push_str(&format!("- {note}\n"));
+        }
     }
     out.push_str(&render_verification(&report.rules));
     out
