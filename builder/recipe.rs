@@ -813,7 +813,7 @@ fn validate_registry(raw: RawRegistry) -> Result<RegistryValue> {
     };
     let Some(hive) = hive else {
         bail!(
-            "key {:?} is outside the hives forge edits; it must start with \
+            "key `{}` is outside the hives forge edits; it must start with \
              HKLM\\SOFTWARE\\ or HKLM\\SYSTEM\\ (per-user keys cannot be set offline)",
             clip(&raw.key)
         );
@@ -824,7 +824,7 @@ fn validate_registry(raw: RawRegistry) -> Result<RegistryValue> {
         .any(|p| p.is_empty() || p.chars().any(|c| c.is_control()))
     {
         bail!(
-            "key {:?} has an empty key name or a control character between backslashes",
+            "key `{}` has an empty key name or a control character between backslashes",
             clip(&raw.key)
         );
     }
@@ -835,7 +835,7 @@ fn validate_registry(raw: RawRegistry) -> Result<RegistryValue> {
         );
     }
     let data = parse_reg_data(&raw.kind, &raw.value)
-        .with_context(|| format!("value {:?} of key {:?}", raw.name, clip(&raw.key)))?;
+        .with_context(|| format!("value {:?} of key `{}`", raw.name, clip(&raw.key)))?;
     Ok(RegistryValue {
         key: raw.key,
         hive,
@@ -1088,6 +1088,113 @@ mod tests {
         ] {
             assert!(is_package_spec(name), "{name}");
         }
+    }
+
+    fn windows_recipe(rest: &str) -> Result<Recipe> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.vhd"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("payload")).unwrap();
+        let text = format!(
+            "name = \"w\"\nversion = \"1\"\n[base]\nwindows = {{ image = \"base.vhd\", \
+             sha256 = \"{}\" }}\n{rest}",
+            "AB".repeat(32)
+        );
+        Recipe::parse(&text, &dir.path().join("r.toml"))
+    }
+
+    #[test]
+    fn windows_recipe_parses() {
+        let r = windows_recipe(
+            r#"
+[windows]
+min_build = "20348.2607"
+deny = ["Web-Server"]
+firewall_allow = ["Contoso-HTTPS-In"]
+accounts = ["contoso-svc"]
+bitlocker = "first-boot"
+
+[[layer]]
+name = "contoso"
+overlay = "payload"
+registry = [
+  { key = 'HKLM\SOFTWARE\Contoso\App', name = "Mode", type = "dword", value = 1 },
+  { key = 'hklm\system\CurrentControlSet\Services\App\', name = "", type = "string", value = "x" },
+]
+first_boot = ['C:\Contoso\install.cmd /quiet']
+"#,
+        )
+        .unwrap();
+        let base = r.base.windows().unwrap();
+        assert_eq!(base.sha256, "ab".repeat(32));
+        assert_eq!(r.windows.min_build.unwrap().to_string(), "20348.2607");
+        assert_eq!(r.windows.bitlocker.as_deref(), Some("first-boot"));
+        assert_eq!(r.windows.accounts, ["contoso-svc"]);
+        let layer = &r.layers[0];
+        assert_eq!(layer.first_boot, ["C:\\Contoso\\install.cmd /quiet"]);
+        assert_eq!(layer.registry[0].hive, HiveName::Software);
+        assert_eq!(layer.registry[0].path, ["Contoso", "App"]);
+        assert_eq!(layer.registry[0].data, RegData::Dword(1));
+        assert_eq!(layer.registry[1].hive, HiveName::System);
+        assert_eq!(
+            layer.registry[1].path,
+            ["CurrentControlSet", "Services", "App"]
+        );
+        assert_eq!(layer.registry[1].name, "");
+    }
+
+    #[test]
+    fn windows_bitlocker_defaults_to_azure_disk_encryption() {
+        let r = windows_recipe("[windows]\n").unwrap();
+        assert_eq!(
+            r.windows.bitlocker.as_deref(),
+            Some("azure-disk-encryption")
+        );
+        assert!(windows_recipe("").unwrap().windows.bitlocker.is_none());
+    }
+
+    #[test]
+    fn registry_data_encodes_as_the_hive_stores_it() {
+        let value = |kind: &str, v: &str| {
+            let v: toml::Value =
+                toml::from_str::<toml::Table>(&format!("v = {v}")).unwrap()["v"].clone();
+            parse_reg_data(kind, &v)
+        };
+        let (t, b) = value("string", "\"Ab\"").unwrap().encode();
+        assert_eq!((t, b), (REG_SZ, vec![b'A', 0, b'b', 0, 0, 0]));
+        let (t, b) = value("multi_string", "[\"a\", \"b\"]").unwrap().encode();
+        assert_eq!(
+            (t, b),
+            (REG_MULTI_SZ, vec![b'a', 0, 0, 0, b'b', 0, 0, 0, 0, 0])
+        );
+        let (t, b) = value("binary", "\"01 ab\"").unwrap().encode();
+        assert_eq!((t, b), (REG_BINARY, vec![1, 0xab]));
+        let (t, b) = value("qword", "5").unwrap().encode();
+        assert_eq!((t, b), (REG_QWORD, vec![5, 0, 0, 0, 0, 0, 0, 0]));
+        assert_eq!(
+            value("expand_string", "\"%x%\"").unwrap().encode().0,
+            REG_EXPAND_SZ
+        );
+        for (kind, v) in [
+            ("dword", "-1"),
+            ("dword", "4294967296"),
+            ("binary", "\"abc\""),
+            ("multi_string", "\"a\""),
+            ("reg_sz", "\"a\""),
+        ] {
+            assert!(value(kind, v).is_err(), "{kind} {v}");
+        }
+    }
+
+    #[test]
+    fn windows_overlay_names_and_keys_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cert.pfx"), b"x").unwrap();
+        let err = validate_windows_overlay(dir.path(), "ov").unwrap_err();
+        assert!(err.to_string().contains("private key"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a:b"), b"x").unwrap();
+        let err = validate_windows_overlay(dir.path(), "ov").unwrap_err();
+        assert!(err.to_string().contains("Windows does not accept"), "{err}");
     }
 
     #[test]

@@ -192,3 +192,83 @@ fn disk_size_of_wrong_type() {
     let case = Case::new(&format!("{HEAD}{BASE}[disk]\nsize = true\n"));
     assert_rejected(&case, &["a size"]);
 }
+
+/// A Windows base whose image file exists; the pin is not checked before
+/// the recipe is.
+const WINDOWS_BASE: &str = "[base]\nwindows = { image = \"base.vhd\", sha256 = \
+     \"0000000000000000000000000000000000000000000000000000000000000000\" }\n";
+
+fn windows_case(rest: &str) -> Case {
+    let case = Case::new(&format!("{HEAD}{WINDOWS_BASE}{rest}"));
+    fs::write(case.path("base.vhd"), b"not a disk").unwrap();
+    case
+}
+
+#[test]
+fn windows_table_on_a_linux_base() {
+    let case = Case::new(&format!("{HEAD}{BASE}[windows]\nmin_build = \"20348.1\"\n"));
+    assert_rejected(&case, &["[windows]", "only to a Windows base"]);
+}
+
+#[test]
+fn linux_layer_key_on_a_windows_base() {
+    let case = windows_case("[[layer]]\nname = \"a\"\npackages = [\"nginx\"]\n");
+    assert_rejected(&case, &["layer 1", "`packages`", "only to a Linux base"]);
+}
+
+#[test]
+fn first_boot_on_a_linux_base() {
+    let case = Case::new(&format!(
+        "{HEAD}{BASE}[[layer]]\nname = \"a\"\nfirst_boot = [\"x\"]\n"
+    ));
+    assert_rejected(
+        &case,
+        &["layer 1", "`first_boot`", "only to a Windows base"],
+    );
+}
+
+#[test]
+fn disk_size_on_a_windows_base() {
+    let case = windows_case("[disk]\nsize = \"40GiB\"\n");
+    assert_rejected(
+        &case,
+        &["disk.size", "Windows base", "size of the base image"],
+    );
+}
+
+#[test]
+fn registry_key_outside_hklm_software_and_system() {
+    let case = windows_case(
+        "[[layer]]\nname = \"a\"\nregistry = [{ key = 'HKCU\\Software\\X', name = \"n\", \
+         type = \"dword\", value = 1 }]\n",
+    );
+    assert_rejected(
+        &case,
+        &[
+            "layer 1 (`a`)",
+            "key `HKCU\\Software\\X`",
+            "HKLM\\SOFTWARE\\",
+        ],
+    );
+}
+
+#[test]
+fn registry_value_of_the_wrong_type() {
+    let case = windows_case(
+        "[[layer]]\nname = \"a\"\nregistry = [{ key = 'HKLM\\SOFTWARE\\X', name = \"n\", \
+         type = \"dword\", value = \"one\" }]\n",
+    );
+    assert_rejected(&case, &["registry[0]", "dword", "integer"]);
+}
+
+#[test]
+fn unknown_bitlocker_choice() {
+    let case = windows_case("[windows]\nbitlocker = \"tpm\"\n");
+    assert_rejected(&case, &["bitlocker", "\"tpm\"", "first-boot"]);
+}
+
+#[test]
+fn min_build_without_revision() {
+    let case = windows_case("[windows]\nmin_build = \"20348\"\n");
+    assert_rejected(&case, &["min_build", "20348.2607"]);
+}
