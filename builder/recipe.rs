@@ -155,7 +155,7 @@ pub struct RegistryValue {
     pub key: String,
     pub hive: HiveName,
     /// Key names below the hive's root. In SYSTEM, a first name
-    /// `CurrentControlSet` stands for the control set that
+    /// `CurrentControlSet` is replaced by the control set that
     /// `SYSTEM\Select\Current` names.
     pub path: Vec<String>,
     /// Value name; empty for the key's default value.
@@ -573,7 +573,7 @@ fn validate_windows_base(raw: RawBase, recipe_dir: &Path) -> Result<WindowsBase>
     ] {
         if value {
             bail!(
-                "`{key}` cannot stand beside `windows`: a Windows base is only \
+                "`{key}` cannot be combined with `windows`: a Windows base is only \
                  `windows = {{ image = \"path\", sha256 = \"...\" }}`; remove `{key}`"
             );
         }
@@ -916,7 +916,7 @@ fn parse_reg_data(kind: &str, value: &toml::Value) -> Result<RegData> {
 /// volumes; an overlay must not bring them.
 pub const PRIVATE_KEY_EXTENSIONS: [&str; 3] = ["pfx", "p12", "pvk"];
 
-/// Checks that an overlay for a Windows volume holds only files and folders
+/// Checks that an overlay for a Windows volume contains only files and folders
 /// whose names Windows accepts, and no private keys.
 fn validate_windows_overlay(root: &Path, as_written: &str) -> Result<()> {
     let mut stack = vec![root.to_path_buf()];
@@ -928,7 +928,7 @@ fn validate_windows_overlay(root: &Path, as_written: &str) -> Result<()> {
             if ft.is_symlink() {
                 bail!(
                     "overlay {as_written:?}: {} is a symlink; an overlay for a Windows base \
-                     holds files and folders only",
+                     contains files and folders only",
                     path.display()
                 );
             }

@@ -25,7 +25,7 @@ pub struct WindowsDisk {
 }
 
 impl WindowsDisk {
-    /// Launches the appliance on the raw disk `path`, refuses a
+    /// Launches the appliance on the raw disk `path`, rejects a
     /// BitLocker-encrypted volume, finds the one Windows installation and
     /// mounts it read-write with `noatime`, so that reading a file does not
     /// change its access time.
@@ -57,7 +57,7 @@ impl WindowsDisk {
                  exported from a generalized Windows Server VM"
             ),
             many => bail!(
-                "the base image holds {} operating systems ({}); give a disk with one \
+                "the base image contains {} operating systems ({}); give a disk with one \
                  Windows installation",
                 many.len(),
                 many.join(", ")
@@ -67,7 +67,9 @@ impl WindowsDisk {
             .inspect_get_type(&root)
             .guest_context(|| format!("read the OS type of {root}"))?;
         if kind != "windows" {
-            bail!("the base image holds {kind}, not Windows; a Linux image goes in `[base] image`");
+            bail!(
+                "the base image contains {kind}, not Windows; a Linux image goes in `[base] image`"
+            );
         }
         g.mount_options("noatime", &root, "/")
             .map_err(guest_error)

@@ -11,7 +11,7 @@ use crate::recipe::{RegistryValue, REG_SZ};
 /// Services forge always disables when a base has them enabled.
 pub const DENIED_SERVICES: [&str; 3] = ["TlntSvr", "simptcp", "tftpd"];
 
-/// Features forge refuses to ship installed.
+/// Features that fail the build when the base has them installed.
 pub const DENIED_FEATURES: [&str; 4] = ["FS-SMB1", "Telnet-Client", "TFTP-Client", "Simple-TCPIP"];
 
 /// Commands that turn BitLocker on at the first boot, for
@@ -37,7 +37,7 @@ const COMPONENT_CACHE: [&str; 4] = [
 ];
 const SAM_USERS: [&str; 4] = ["SAM", "Domains", "Account", "Users"];
 
-/// What the SOFTWARE hive says about the base.
+/// The product name and build that the SOFTWARE hive records.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BaseVersion {
     pub product: String,
@@ -65,7 +65,7 @@ pub fn control_set(system: &dyn Hive) -> Result<String> {
     Ok(name)
 }
 
-/// Refuses a base that sysprep did not generalize or that lacks the Azure
+/// Rejects a base that sysprep did not generalize or that lacks the Azure
 /// guest agent.
 pub fn check_system(system: &dyn Hive, cs: &str) -> Result<()> {
     let state = registry::value_at(
@@ -100,7 +100,7 @@ pub fn check_system(system: &dyn Hive, cs: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a base that is not Windows Server or is older than
+/// Rejects a base that is not Windows Server or is older than
 /// `min_build`, or that has a denied feature installed. Returns the
 /// product name and build.
 pub fn check_software(software: &dyn Hive, policy: &WindowsPolicy) -> Result<BaseVersion> {
@@ -175,7 +175,7 @@ fn denied_names(policy: &WindowsPolicy) -> Vec<&str> {
     names
 }
 
-/// Refuses accounts the recipe keeps enabled that have no password.
+/// Rejects accounts the recipe keeps enabled that have no password.
 pub fn check_sam(sam: &dyn Hive, policy: &WindowsPolicy) -> Result<()> {
     for user in sam_users(sam)? {
         if !policy
@@ -228,7 +228,7 @@ fn sam_users(sam: &dyn Hive) -> Result<Vec<SamUser>> {
     Ok(out)
 }
 
-/// Whether a SAM `V` value holds an NT password hash: the entry's length
+/// Whether a SAM `V` value contains an NT password hash: the entry's length
 /// is the u32 at 0xAC, and 0, 4 (old format) or 24 (AES format) bytes
 /// mean no hash.
 pub fn has_password(v: Option<&[u8]>) -> bool {
@@ -528,8 +528,8 @@ pub fn decode_text(bytes: &[u8]) -> String {
     }
 }
 
-/// Whether an answer file's text holds a password.
-pub fn holds_credentials(bytes: &[u8]) -> bool {
+/// Whether an answer file's text contains a password.
+pub fn contains_credentials(bytes: &[u8]) -> bool {
     let text = decode_text(bytes).to_ascii_lowercase();
     text.contains("<password") || text.contains("<administratorpassword")
 }
@@ -538,7 +538,7 @@ pub fn holds_credentials(bytes: &[u8]) -> bool {
 /// key.
 pub const PEM_EXTENSIONS: [&str; 4] = ["pem", "key", "crt", "cer"];
 
-/// Whether PEM text holds a private key.
+/// Whether PEM text contains a private key.
 pub fn is_pem_private_key(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"PRIVATE KEY")
 }
@@ -624,7 +624,7 @@ mod tests {
     }
 
     #[test]
-    fn an_image_not_generalized_is_refused_with_the_sysprep_command() {
+    fn ungeneralized_base_names_sysprep_command() {
         let mut h = system_hive();
         h.put(
             &["Setup", "Status", "SysprepStatus"],
@@ -652,7 +652,7 @@ mod tests {
     }
 
     #[test]
-    fn client_editions_and_old_builds_are_refused() {
+    fn client_edition_and_old_build_rejected() {
         let policy = WindowsPolicy {
             min_build: Some("20348.2607".parse().unwrap()),
             ..Default::default()
@@ -672,7 +672,7 @@ mod tests {
     }
 
     #[test]
-    fn an_installed_denied_feature_is_refused() {
+    fn installed_denied_feature_rejected() {
         let policy = WindowsPolicy {
             deny: vec!["Web-Server".into()],
             ..Default::default()
@@ -862,7 +862,7 @@ mod tests {
     }
 
     #[test]
-    fn a_kept_account_without_password_is_refused() {
+    fn kept_account_without_password_rejected() {
         for hash in [None, Some(0), Some(4), Some(24)] {
             let h = sam_hive(&[("contoso-svc", 0x3e8, 0x0210, hash)]);
             let policy = WindowsPolicy {
@@ -888,7 +888,7 @@ mod tests {
     #[test]
     fn answer_files_with_passwords_in_utf8_and_utf16() {
         let xml = "<unattend><AdministratorPassword><Value>x</Value></AdministratorPassword>";
-        assert!(holds_credentials(xml.as_bytes()));
+        assert!(contains_credentials(xml.as_bytes()));
         let utf16: Vec<u8> = [0xFF, 0xFE]
             .into_iter()
             .chain(
@@ -897,8 +897,8 @@ mod tests {
                     .flat_map(u16::to_le_bytes),
             )
             .collect();
-        assert!(holds_credentials(&utf16));
-        assert!(!holds_credentials(
+        assert!(contains_credentials(&utf16));
+        assert!(!contains_credentials(
             b"<unattend><ComputerName>x</ComputerName>"
         ));
         assert!(is_answer_file("Unattend.XML") && is_answer_file("autounattend.xml"));

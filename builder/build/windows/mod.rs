@@ -300,7 +300,7 @@ pub struct BaseFacts {
     pub software_mtime: i64,
 }
 
-/// Reads the hives read-only and refuses a base that cannot become a
+/// Reads the hives read-only and rejects a base that cannot become a
 /// Marketplace image, before anything on it changes.
 fn check_base(disk: &WindowsDisk, policy: &WindowsPolicy) -> Result<BaseFacts> {
     let system_root = disk.system_root()?;
@@ -487,7 +487,7 @@ fn clean_files(
             let path = join(&dir, &name);
             if harden::is_answer_file(&name)
                 && disk.is_file(&path)?
-                && harden::holds_credentials(&disk.read(&path)?)
+                && harden::contains_credentials(&disk.read(&path)?)
             {
                 remove(disk, &path, plan, &mut changes)?;
             }

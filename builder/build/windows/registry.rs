@@ -18,7 +18,7 @@ pub struct Value {
     /// Value name; empty for the key's default value.
     pub name: String,
     /// Registry type (REG_SZ is 1, REG_DWORD is 4, ...). In the SAM hive
-    /// the type field of some values holds other numbers, such as a RID.
+    /// the type field of some values contains other numbers, such as a RID.
     pub kind: u32,
     pub data: Vec<u8>,
 }
