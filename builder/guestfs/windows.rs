@@ -87,6 +87,26 @@ impl WindowsDisk {
         &self.appliance.handle
     }
 
+    /// Returns the byte offset of the Windows volume on the disk.
+    pub fn volume_start(&self) -> Result<u64> {
+        let g = self.g();
+        let root = &self.root;
+        let device = g
+            .part_to_dev(root)
+            .guest_context(|| format!("find the disk of {root}"))?;
+        let number = g
+            .part_to_partnum(root)
+            .guest_context(|| format!("find the partition number of {root}"))?;
+        let partitions = g
+            .part_list(&device)
+            .guest_context(|| format!("list the partitions of {device}"))?;
+        let partition = partitions
+            .iter()
+            .find(|p| p.part_num == number)
+            .with_context(|| format!("{device} has no partition {number}"))?;
+        Ok(partition.part_start)
+    }
+
     /// The product name inspection reads, such as "Windows Server 2022
     /// Datacenter".
     pub fn product_name(&self) -> Result<String> {

@@ -5,6 +5,7 @@
 //! first boot.
 
 pub mod harden;
+pub mod ntfs_times;
 pub mod overlay;
 pub mod registry;
 
@@ -118,7 +119,7 @@ pub fn build(
             let policy = place_first_boot(&disk, &recipe, &facts, &mut plan, &mut changes)?;
             Ok((policy, Note::done().detail(summary(&changes))))
         })?;
-    progress.step("close the Windows volume", || {
+    progress.step_noted("close the Windows volume", || {
         // Folders whose entries changed get new times from the appliance's
         // clock; the build's epoch replaces them.
         for path in plan.touched_with_parents() {
@@ -126,7 +127,12 @@ pub fn build(
                 disk.set_times(&path, epoch as i64)?;
             }
         }
-        disk.close()
+        let start = disk.volume_start()?;
+        disk.close()?;
+        let clamped = ntfs_times::clamp(&image, start, epoch)
+            .context("failed to set the volume's NTFS times to the build's epoch")?;
+        let note = Note::done().detail(format!("{clamped} NTFS times set to the epoch"));
+        Ok(((), note))
     })?;
     progress.step("write VHD footer", || {
         let ids = super::disk::DiskIds::derive(&recipe.artifact_stem());
