@@ -35,7 +35,7 @@ status=0
 wait "$pid" || status=$?
 end=$(date +%s.%N)
 
-grep -E '^\[[0-9]/[0-9]\] .*: (done|reused|failed)' "$log" || true
+grep -E '^\[[0-9]+/[0-9]+\] .*: (done|reused|failed)' "$log" || true
 printf 'exit status %s, wall time %.1f s, forge peak memory %d MiB\n' \
   "$status" "$(awk -v s="$start" -v e="$end" 'BEGIN { print e - s }')" "$((peak / 1024))"
 if [ "$mode" = cold ]; then rm -rf "$cache"; fi
