@@ -301,7 +301,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         waivers: recipe.waivers,
                         clamav_db,
                         from_image: false,
-                        windows: Default::default(),
+                        windows: recipe.windows,
                     }
                 }
                 None => forge::check::Policy {

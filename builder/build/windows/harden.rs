@@ -5,14 +5,12 @@
 use anyhow::{bail, Context, Result};
 
 use super::registry::{self, Hive, Node};
+use crate::check::rules::windows::{
+    answer_file_has_credentials, hosts_entries, nt_hash_present, FirewallRule, ACB_DISABLED,
+    ACB_PASSWORD_NOT_REQUIRED, AGENT_SERVICES, DENIED_FEATURES, DENIED_SERVICES,
+};
 use crate::check::{WinBuild, WindowsPolicy};
 use crate::recipe::{RegistryValue, REG_SZ};
-
-/// Services forge always disables when a base has them enabled.
-pub const DENIED_SERVICES: [&str; 3] = ["TlntSvr", "simptcp", "tftpd"];
-
-/// Features that fail the build when the base has them installed.
-pub const DENIED_FEATURES: [&str; 4] = ["FS-SMB1", "Telnet-Client", "TFTP-Client", "Simple-TCPIP"];
 
 /// Commands that turn BitLocker on at the first boot, for
 /// `bitlocker = "first-boot"`.
@@ -23,6 +21,10 @@ pub const BITLOCKER_FIRST_BOOT: [&str; 2] = [
 
 /// `GeneralizationState` after `sysprep /generalize` finished.
 const GENERALIZED: u32 = 7;
+/// `ImageState` of an image sysprep generalized and sealed to the
+/// out-of-box experience.
+const SEALED_TO_OOBE: &str = "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE";
+const SETUP_STATE: [&str; 5] = ["Microsoft", "Windows", "CurrentVersion", "Setup", "State"];
 
 const CURRENT_VERSION: [&str; 3] = ["Microsoft", "Windows NT", "CurrentVersion"];
 const WINLOGON: [&str; 4] = ["Microsoft", "Windows NT", "CurrentVersion", "Winlogon"];
@@ -82,8 +84,9 @@ pub fn check_system(system: &dyn Hive, cs: &str) -> Result<()> {
              `sysprep /generalize /oobe /shutdown`, then export the disk again"
         );
     }
-    let missing: Vec<&str> = ["WindowsAzureGuestAgent", "RdAgent"]
-        .into_iter()
+    let missing: Vec<&str> = AGENT_SERVICES
+        .iter()
+        .copied()
         .filter(|s| {
             registry::open(system, &[cs, "Services", s])
                 .map(|n| n.is_none())
@@ -110,7 +113,8 @@ pub fn check_software(software: &dyn Hive, policy: &WindowsPolicy) -> Result<Bas
     let product = text("ProductName")?.unwrap_or_default();
     let installation = text("InstallationType")?.unwrap_or_default();
     let edition = text("EditionID")?.unwrap_or_default();
-    let server = product.starts_with("Windows Server") || installation.starts_with("Server");
+    let server = installation.to_ascii_lowercase().starts_with("server")
+        || edition.to_ascii_lowercase().starts_with("server");
     if !server {
         bail!(
             "the base image is {:?} (EditionID {:?}, InstallationType {:?}), not a Windows \
@@ -119,6 +123,18 @@ pub fn check_software(software: &dyn Hive, policy: &WindowsPolicy) -> Result<Bas
             edition,
             installation
         );
+    }
+    let image_state =
+        registry::value_at(software, &SETUP_STATE, "ImageState")?.and_then(|v| v.text());
+    if let Some(state) = image_state {
+        if !state.eq_ignore_ascii_case(SEALED_TO_OOBE) {
+            bail!(
+                "the base image is not sealed to the out-of-box experience (SOFTWARE\\{} \
+                 ImageState is {state}); on the VM run `sysprep /generalize /oobe /shutdown`, \
+                 then export the disk again",
+                SETUP_STATE.join("\\")
+            );
+        }
     }
     let build_number = text("CurrentBuildNumber")?
         .and_then(|b| b.trim().parse::<u32>().ok())
@@ -175,7 +191,8 @@ fn denied_names(policy: &WindowsPolicy) -> Vec<&str> {
     names
 }
 
-/// Rejects accounts the recipe keeps enabled that have no password.
+/// Rejects accounts the recipe keeps enabled that have no password or
+/// need none.
 pub fn check_sam(sam: &dyn Hive, policy: &WindowsPolicy) -> Result<()> {
     for user in sam_users(sam)? {
         if !policy
@@ -185,11 +202,18 @@ pub fn check_sam(sam: &dyn Hive, policy: &WindowsPolicy) -> Result<()> {
         {
             continue;
         }
-        let v = match user.key {
-            Some(key) => registry::value(sam, key, "V")?.map(|v| v.data),
-            None => None,
-        };
-        if !has_password(v.as_deref()) {
+        let Some(key) = user.key else { continue };
+        let flags = registry::value(sam, key, "F")?
+            .and_then(|f| f.data.get(ACB_OFFSET..ACB_OFFSET + 2).map(|b| [b[0], b[1]]))
+            .map(u16::from_le_bytes)
+            .unwrap_or(ACB_DISABLED);
+        if flags & ACB_DISABLED != 0 {
+            continue;
+        }
+        let v = registry::value(sam, key, "V")?.map(|v| v.data);
+        if !nt_hash_present(v.as_deref().unwrap_or_default())
+            || flags & ACB_PASSWORD_NOT_REQUIRED != 0
+        {
             bail!(
                 "account {:?}, which `accounts` in [windows] keeps enabled, has no password; \
                  set a password on the VM (or leave the account out of `accounts`, so the \
@@ -228,21 +252,8 @@ fn sam_users(sam: &dyn Hive) -> Result<Vec<SamUser>> {
     Ok(out)
 }
 
-/// Whether a SAM `V` value contains an NT password hash: the entry's length
-/// is the u32 at 0xAC, and 0, 4 (old format) or 24 (AES format) bytes
-/// mean no hash.
-pub fn has_password(v: Option<&[u8]>) -> bool {
-    let Some(v) = v else { return false };
-    let Some(len) = v.get(0xAC..0xB0) else {
-        return false;
-    };
-    let len = u32::from_le_bytes(len.try_into().expect("4 bytes"));
-    !matches!(len, 0 | 4 | 24)
-}
-
 /// Offset of the account control flags in a SAM user's `F` value.
 const ACB_OFFSET: usize = 0x38;
-const ACB_DISABLED: u16 = 0x0001;
 
 /// Disables every account not named in `accounts`. Returns what changed.
 pub fn harden_sam(sam: &mut dyn Hive, policy: &WindowsPolicy) -> Result<Vec<String>> {
@@ -448,38 +459,21 @@ fn disable_firewall_rules(system: &mut dyn Hive, cs: &str, allow: &[String]) -> 
 /// inbound allow rule that is neither Remote Desktop's nor in `allow`,
 /// matched by value name or `Name=` field; `None` keeps it as it is.
 pub fn firewall_rule_disabled(value_name: &str, text: &str, allow: &[String]) -> Option<String> {
-    let fields: Vec<&str> = text.split('|').collect();
-    let field = |key: &str| -> Vec<&str> {
-        fields
-            .iter()
-            .filter_map(|f| f.split_once('='))
-            .filter(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-            .collect()
+    let rule = FirewallRule {
+        id: value_name.to_owned(),
+        text: text.to_owned(),
     };
-    let is = |key: &str, want: &str| field(key).iter().any(|v| v.eq_ignore_ascii_case(want));
-    if !(is("Action", "Allow") && is("Dir", "In") && is("Active", "TRUE")) {
+    if !rule.is_active_inbound_allow() || rule.is_remote_desktop() || rule.is_declared(allow) {
         return None;
     }
-    let remote_desktop = value_name
-        .get(..14)
-        .is_some_and(|p| p.eq_ignore_ascii_case("RemoteDesktop-"))
-        || field("LPort").contains(&"3389");
-    let names = field("Name");
-    let allowed = allow.iter().any(|a| {
-        a.eq_ignore_ascii_case(value_name) || names.iter().any(|n| a.eq_ignore_ascii_case(n))
-    });
-    if remote_desktop || allowed {
-        return None;
-    }
-    let new: Vec<String> = fields
-        .iter()
+    let fields: Vec<String> = text
+        .split('|')
         .map(|f| match f.split_once('=') {
             Some((k, _)) if k.eq_ignore_ascii_case("Active") => format!("{k}=FALSE"),
-            _ => (*f).to_owned(),
+            _ => f.to_owned(),
         })
         .collect();
-    Some(new.join("|"))
+    Some(fields.join("|"))
 }
 
 /// Returns the hosts file with only its comment and blank lines, or `None`
@@ -488,8 +482,7 @@ pub fn clean_hosts(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut changed = false;
     for line in bytes.split_inclusive(|b| *b == b'\n') {
-        let first = line.iter().find(|b| !b.is_ascii_whitespace());
-        if first.is_none() || first == Some(&b'#') {
+        if hosts_entries(&String::from_utf8_lossy(line)).is_empty() {
             out.extend_from_slice(line);
         } else {
             changed = true;
@@ -530,8 +523,7 @@ pub fn decode_text(bytes: &[u8]) -> String {
 
 /// Whether an answer file's text contains a password.
 pub fn contains_credentials(bytes: &[u8]) -> bool {
-    let text = decode_text(bytes).to_ascii_lowercase();
-    text.contains("<password") || text.contains("<administratorpassword")
+    answer_file_has_credentials(&decode_text(bytes))
 }
 
 /// Extensions of files that may be PEM text, read to look for a private
@@ -605,6 +597,12 @@ mod tests {
     fn software_hive(product: &str, build: &str, ubr: u32) -> MemHive {
         let mut h = MemHive::new();
         h.put(&CURRENT_VERSION, "ProductName", REG_SZ, &utf16z(product));
+        let edition = if product.contains("Server") {
+            "ServerDatacenter"
+        } else {
+            "Professional"
+        };
+        h.put(&CURRENT_VERSION, "EditionID", REG_SZ, &utf16z(edition));
         h.put(
             &CURRENT_VERSION,
             "CurrentBuildNumber",
@@ -669,6 +667,22 @@ mod tests {
         let new = software_hive("Windows Server 2022 Datacenter", "20348", 2607);
         let v = check_software(&new, &policy).unwrap();
         assert_eq!(v.build.to_string(), "20348.2607");
+    }
+
+    #[test]
+    fn image_not_sealed_to_oobe_rejected() {
+        let mut h = software_hive("Windows Server 2022 Datacenter", "20348", 1);
+        h.put(
+            &SETUP_STATE,
+            "ImageState",
+            REG_SZ,
+            &utf16z("IMAGE_STATE_COMPLETE"),
+        );
+        let err = check_software(&h, &WindowsPolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("IMAGE_STATE_COMPLETE"), "{err}");
+        assert!(err.contains("sysprep /generalize /oobe"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,9 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 
 use super::{output, Artifacts, BuildOptions, NewFolder, Note, Progress};
+use crate::check::rules::windows::{
+    ANSWER_FILE_FOLDERS, HOSTS, LOG_FOLDERS, PANTHER, SETUP_COMPLETE,
+};
 use crate::check::{self, Status, Verdict, WindowsPolicy};
 use crate::exec;
 use crate::guestfs::windows::WindowsDisk;
@@ -116,7 +119,7 @@ pub fn build(
     let windows_policy =
         progress.step_noted("clean files and place first-boot commands", || {
             let mut changes = clean_files(&disk, &facts, scratch.path(), &mut plan)?;
-            let policy = place_first_boot(&disk, &recipe, &facts, &mut plan, &mut changes)?;
+            let policy = place_first_boot(&disk, &recipe, &mut plan, &mut changes)?;
             Ok((policy, Note::done().detail(summary(&changes))))
         })?;
     progress.step_noted("close the Windows volume", || {
@@ -464,10 +467,9 @@ fn clean_files(
     scratch: &Path,
     plan: &mut Plan,
 ) -> Result<Vec<String>> {
-    let root = facts.system_root.as_str();
     let mut changes = Vec::new();
 
-    if let Some(hosts) = disk.find(&format!("{root}/System32/drivers/etc/hosts"))? {
+    if let Some(hosts) = disk.find(HOSTS)? {
         if disk.is_file(&hosts)? {
             if let Some(clean) = harden::clean_hosts(&disk.read(&hosts)?) {
                 disk.write(&hosts, &clean)?;
@@ -477,15 +479,8 @@ fn clean_files(
         }
     }
 
-    for dir in [
-        "/".to_owned(),
-        format!("{root}/Panther"),
-        format!("{root}/Panther/Unattend"),
-        format!("{root}/System32/Sysprep"),
-    ] {
-        let Some(dir) = disk.find(&dir)? else {
-            continue;
-        };
+    for dir in ANSWER_FILE_FOLDERS {
+        let Some(dir) = disk.find(dir)? else { continue };
         if !disk.is_dir(&dir)? {
             continue;
         }
@@ -500,26 +495,19 @@ fn clean_files(
         }
     }
 
-    for dir in [
-        format!("{root}/Logs"),
-        format!("{root}/Temp"),
-        "/WindowsAzure/Logs".to_owned(),
-        "/inetpub/logs".to_owned(),
-    ] {
-        let Some(dir) = disk.find(&dir)? else {
-            continue;
-        };
+    for dir in LOG_FOLDERS {
+        let Some(dir) = disk.find(dir)? else { continue };
         if !disk.is_dir(&dir)? {
             continue;
         }
         for rel in disk.find_all(&dir, scratch)? {
             let path = join(&dir, &rel);
-            if disk.is_file(&path)? {
+            if !disk.is_dir(&path)? {
                 remove(disk, &path, plan, &mut changes)?;
             }
         }
     }
-    if let Some(panther) = disk.find(&format!("{root}/Panther"))? {
+    if let Some(panther) = disk.find(PANTHER)? {
         if disk.is_dir(&panther)? {
             for name in disk.ls(&panther)? {
                 let path = join(&panther, &name);
@@ -531,7 +519,13 @@ fn clean_files(
         }
     }
 
-    let windows_prefix = format!("{}/", root.trim_start_matches('/').to_ascii_lowercase());
+    let windows_prefix = format!(
+        "{}/",
+        facts
+            .system_root
+            .trim_start_matches('/')
+            .to_ascii_lowercase()
+    );
     for rel in disk.find_all("/", scratch)? {
         if rel.to_ascii_lowercase().starts_with(&windows_prefix) {
             continue;
@@ -563,7 +557,6 @@ fn clean_files(
 fn place_first_boot(
     disk: &WindowsDisk,
     recipe: &Recipe,
-    facts: &BaseFacts,
     plan: &mut Plan,
     changes: &mut Vec<String>,
 ) -> Result<WindowsPolicy> {
@@ -573,8 +566,9 @@ fn place_first_boot(
         commands.extend(harden::BITLOCKER_FIRST_BOOT.iter().map(|c| c.to_string()));
     }
     if !commands.is_empty() {
-        let scripts = make_dirs(disk, &format!("{}/Setup/Scripts", facts.system_root), plan)?;
-        let path = disk.resolve(&format!("{scripts}/SetupComplete.cmd"))?;
+        let (folder, file) = SETUP_COMPLETE.rsplit_once('/').expect("an absolute path");
+        let scripts = make_dirs(disk, folder, plan)?;
+        let path = disk.resolve(&format!("{scripts}/{file}"))?;
         let existing = if disk.is_file(&path)? {
             Some(disk.read(&path)?)
         } else {
