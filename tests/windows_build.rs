@@ -490,6 +490,14 @@ fn volume_has_the_layer_and_no_dirty_state() {
         hive_value(&hives, "SOFTWARE", winlogon, "DefaultPassword"),
         ""
     );
+    let software = fs::read(hives.join("SOFTWARE")).unwrap();
+    for password in [DEFAULT_PASSWORD, "Forge-Test-Pa55!"] {
+        let utf16: Vec<u8> = password.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert!(
+            !software.windows(utf16.len()).any(|w| w == utf16.as_slice()),
+            "{password} is still in the SOFTWARE hive file"
+        );
+    }
     assert_eq!(
         hive_value(&hives, "SOFTWARE", winlogon, "DefaultUserName"),
         "azureuser"

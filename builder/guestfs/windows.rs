@@ -215,6 +215,24 @@ impl WindowsDisk {
             .guest_context(|| format!("write {path}"))
     }
 
+    /// Copies the file at `path` to the host file `to`.
+    pub fn download(&self, path: &str, to: &Path) -> Result<()> {
+        let to_str = to.to_str().context("scratch path is not valid UTF-8")?;
+        self.g()
+            .download(path, to_str)
+            .guest_context(|| format!("copy {path} out of the volume"))
+    }
+
+    /// Replaces the contents of the file at `path` with the host file
+    /// `from`. The file is truncated and written in place, so it keeps its
+    /// record and security descriptor.
+    pub fn upload(&self, from: &Path, path: &str) -> Result<()> {
+        let from_str = from.to_str().context("scratch path is not valid UTF-8")?;
+        self.g()
+            .upload(from_str, path)
+            .guest_context(|| format!("copy {} onto {path}", from.display()))
+    }
+
     pub fn mkdir_p(&self, path: &str) -> Result<()> {
         self.g()
             .mkdir_p(path)

@@ -2,7 +2,7 @@
 //! anything, and the hardening it applies to the hives and files. Each
 //! change here is one that a Windows rule of the check pass verifies.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use super::registry::{self, Hive, Node};
 use crate::check::rules::windows::{
@@ -348,10 +348,19 @@ fn service_start(
     Ok(false)
 }
 
+/// What [`harden_software`] changed.
+pub struct SoftwareChanges {
+    pub changes: Vec<String>,
+    /// Whether a stored logon password was deleted, whose bytes hivex
+    /// leaves in the freed cells of the hive file.
+    pub removed_password: bool,
+}
+
 /// Hardens the SOFTWARE hive: automatic updates, no automatic logon, the
 /// Remote Desktop policy and the machine's personal certificates.
-pub fn harden_software(software: &mut dyn Hive) -> Result<Vec<String>> {
+pub fn harden_software(software: &mut dyn Hive) -> Result<SoftwareChanges> {
     let mut changes = Vec::new();
+    let mut removed_password = false;
     if ensure_dword(software, &AU_POLICY, "NoAutoUpdate", 0)? {
         changes.push("set NoAutoUpdate 0".to_owned());
     }
@@ -366,6 +375,7 @@ pub fn harden_software(software: &mut dyn Hive) -> Result<Vec<String>> {
     }
     if registry::delete_value(software, &WINLOGON, "DefaultPassword")? {
         changes.push("removed Winlogon DefaultPassword".to_owned());
+        removed_password = true;
     }
     if let Some(node) = registry::open(software, &TS_POLICY)? {
         let deny = registry::value(software, node, "fDenyTSConnections")?;
@@ -386,7 +396,47 @@ pub fn harden_software(software: &mut dyn Hive) -> Result<Vec<String>> {
             ));
         }
     }
-    Ok(changes)
+    Ok(SoftwareChanges {
+        changes,
+        removed_password,
+    })
+}
+
+/// Overwrites the contents of every free cell of a hive file with zeros,
+/// so that deleted values leave no bytes behind. Returns the number of
+/// bytes cleared.
+///
+/// Layout: a 4 KiB base block starting `regf`, then bins starting `hbin`
+/// with their size at offset 8, each a run of cells that start with an
+/// i32 size, negative for a cell in use and positive for a free one.
+pub fn clear_free_cells(hive: &mut [u8]) -> Result<usize> {
+    ensure!(hive.starts_with(b"regf"), "the hive has no regf signature");
+    let mut cleared = 0;
+    let mut bin = 4096;
+    while bin + 32 <= hive.len() && &hive[bin..bin + 4] == b"hbin" {
+        let size =
+            u32::from_le_bytes(hive[bin + 8..bin + 12].try_into().expect("4 bytes")) as usize;
+        ensure!(
+            size >= 4096 && bin + size <= hive.len(),
+            "the bin at {bin:#x} has an invalid size {size:#x}"
+        );
+        let mut cell = bin + 32;
+        while cell + 4 <= bin + size {
+            let raw = i32::from_le_bytes(hive[cell..cell + 4].try_into().expect("4 bytes"));
+            let len = raw.unsigned_abs() as usize;
+            ensure!(
+                len >= 4 && cell + len <= bin + size,
+                "the cell at {cell:#x} has an invalid size {raw}"
+            );
+            if raw > 0 {
+                hive[cell + 4..cell + len].fill(0);
+                cleared += len - 4;
+            }
+            cell += len;
+        }
+        bin += size;
+    }
+    Ok(cleared)
 }
 
 /// Hardens the SYSTEM hive's control set `cs`: Windows Update and Remote
@@ -814,8 +864,9 @@ mod tests {
         h.put(&TS_POLICY, "fDenyTSConnections", REG_DWORD, &dword(1));
         let cert = [&MACHINE_CERTIFICATES[..], &["AB12"]].concat();
         h.put(&cert, "Blob", 3, &[1, 2, 3]);
-        let changes = harden_software(&mut h).unwrap();
-        assert_eq!(changes.len(), 6, "{changes:?}");
+        let result = harden_software(&mut h).unwrap();
+        assert_eq!(result.changes.len(), 6, "{:?}", result.changes);
+        assert!(result.removed_password);
         assert_eq!(h.get(&AU_POLICY, "AUOptions").unwrap().dword(), Some(4));
         assert_eq!(h.get(&AU_POLICY, "NoAutoUpdate").unwrap().dword(), Some(0));
         let logon = h.get(&WINLOGON, "AutoAdminLogon").unwrap();
@@ -827,7 +878,9 @@ mod tests {
         );
         let store = registry::open(&h, &MACHINE_CERTIFICATES).unwrap().unwrap();
         assert!(h.children(store).unwrap().is_empty());
-        assert!(harden_software(&mut h).unwrap().is_empty());
+        let again = harden_software(&mut h).unwrap();
+        assert!(again.changes.is_empty(), "{:?}", again.changes);
+        assert!(!again.removed_password);
     }
 
     fn sam_hive(users: &[(&str, u32, u16, Option<u32>)]) -> MemHive {
@@ -929,6 +982,30 @@ mod tests {
         );
         let kept = setup_complete(Some(b"echo base"), &cmds);
         assert!(kept.starts_with(b"echo base\r\nrem Added by forge"));
+    }
+
+    #[test]
+    fn free_cells_are_cleared_and_used_ones_kept() {
+        let mut hive = vec![0u8; 8192];
+        hive[..4].copy_from_slice(b"regf");
+        hive[4096..4100].copy_from_slice(b"hbin");
+        hive[4104..4108].copy_from_slice(&4096u32.to_le_bytes());
+        let cells: [(i32, u8); 3] = [(-16, 0xAA), (32, 0xBB), (4096 - 32 - 48, 0xCC)];
+        let mut at = 4096 + 32;
+        for (size, fill) in cells {
+            hive[at..at + 4].copy_from_slice(&size.to_le_bytes());
+            let end = at + size.unsigned_abs() as usize;
+            hive[at + 4..end].fill(fill);
+            at = end;
+        }
+        let cleared = clear_free_cells(&mut hive).unwrap();
+        assert_eq!(cleared, 28 + 4016 - 4);
+        assert!(hive[4128 + 4..4128 + 16].iter().all(|b| *b == 0xAA));
+        assert!(hive[4144 + 4..4144 + 32].iter().all(|b| *b == 0));
+        assert!(hive[4176 + 4..8192].iter().all(|b| *b == 0));
+        assert_eq!(hive[4144..4148], 32i32.to_le_bytes(), "sizes are kept");
+        hive[4144..4148].copy_from_slice(&9000i32.to_le_bytes());
+        assert!(clear_free_cells(&mut hive).is_err());
     }
 
     #[test]

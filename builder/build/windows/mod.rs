@@ -113,7 +113,7 @@ pub fn build(
         Ok(())
     })?;
     progress.step_noted("edit the registry", || {
-        let changes = edit_registry(&disk, &recipe, &facts, &mut plan)?;
+        let changes = edit_registry(&disk, &recipe, &facts, scratch.path(), &mut plan)?;
         Ok(((), Note::done().detail(summary(&changes))))
     })?;
     let windows_policy =
@@ -395,6 +395,7 @@ fn edit_registry(
     disk: &WindowsDisk,
     recipe: &Recipe,
     facts: &BaseFacts,
+    scratch: &Path,
     plan: &mut Plan,
 ) -> Result<Vec<String>> {
     let values = |hive: HiveName| -> Vec<&RegistryValue> {
@@ -424,8 +425,22 @@ fn edit_registry(
 
     let mut h = disk.open_hive(&facts.software, true)?;
     harden::apply_values(&mut h, &values(HiveName::Software), cs)?;
-    changes.extend(harden::harden_software(&mut h)?);
+    let software = harden::harden_software(&mut h)?;
+    changes.extend(software.changes);
     h.commit()?;
+    if software.removed_password {
+        // hivex marks a deleted value's cells free without clearing them,
+        // so the password would stay readable in the hive file.
+        let copy = scratch.join("SOFTWARE");
+        disk.download(&facts.software, &copy)?;
+        let mut bytes = std::fs::read(&copy)?;
+        let cleared = harden::clear_free_cells(&mut bytes)
+            .with_context(|| format!("failed to clear the free cells of {}", facts.software))?;
+        std::fs::write(&copy, &bytes)?;
+        disk.upload(&copy, &facts.software)?;
+        let _ = std::fs::remove_file(&copy);
+        changes.push(format!("cleared {cleared} bytes of free cells in SOFTWARE"));
+    }
 
     let mut h = disk.open_hive(&facts.sam, true)?;
     changes.extend(harden::harden_sam(&mut h, &recipe.windows)?);
