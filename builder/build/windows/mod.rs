@@ -431,6 +431,8 @@ fn edit_registry(
     if software.removed_password {
         // hivex marks a deleted value's cells free without clearing them,
         // so the password would stay readable in the hive file.
+        // NOTE: the hive's transaction logs (SOFTWARE.LOG1, .LOG2) are not
+        // changed and may still contain it.
         let copy = scratch.join("SOFTWARE");
         disk.download(&facts.software, &copy)?;
         let mut bytes = std::fs::read(&copy)?;
