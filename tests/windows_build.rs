@@ -534,3 +534,44 @@ fn volume_has_the_layer_and_no_dirty_state() {
     assert_eq!(flags("000001F4") & 1, 1, "Administrator is disabled again");
     assert_eq!(flags("000001F5") & 1, 1, "Guest is disabled");
 }
+
+#[test]
+fn locked_build_rejects_another_base() {
+    if !prerequisites_met() {
+        return;
+    }
+    let b = built();
+    let dir = run_root().join("locked");
+    fs::create_dir_all(&dir).unwrap();
+    fs::copy(b.dir.join("contoso-win.lock"), dir.join("contoso-win.lock")).unwrap();
+    let other = dir.join("other.vhd");
+    fs::write(&other, b"another base").unwrap();
+    let recipe = dir.join("contoso-win.toml");
+    fs::write(
+        &recipe,
+        format!(
+            "name = \"contoso-win\"\nversion = \"1.0.0\"\n\n[base]\nwindows = {{ image = \
+             \"other.vhd\", sha256 = \"{}\" }}\n",
+            support::sha256_file(&other)
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_forge"))
+        .arg("build")
+        .arg("--locked")
+        .arg(&recipe)
+        .arg("--output")
+        .arg(dir.join("out"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--locked"), "{stderr}");
+    assert!(
+        stderr.contains("was written for base image sha256"),
+        "{stderr}"
+    );
+    assert!(!dir.join("out").exists(), "no output folder is left");
+}
