@@ -1,9 +1,9 @@
-//! A build from a Windows Server base: the made-up Windows Server 2022 disk
-//! of `tests/support/make-windows-synthetic.sh`, dirty as a vendor's VM
-//! leaves it, with more dirty state added here, and one layer with an
-//! overlay file, a registry value and a first-boot command. A ClamAV
-//! database with one signature that matches nothing lets the malware rule
-//! run, so the build can be compliant.
+//! A build from a Windows Server base. The base is the made-up Windows
+//! Server 2022 disk of `tests/support/make-windows-synthetic.sh`, dirty as
+//! a vendor's VM leaves it, with more dirty state added here. The recipe
+//! has one layer with an overlay file, a registry value and a first-boot
+//! command. A ClamAV database with one signature that matches nothing lets
+//! the malware rule run, so the build can be compliant.
 //!
 //! Run with `cargo test --release --test windows_build`. The base, its
 //! dirtier copy and the build are made once per run and shared by the
@@ -157,10 +157,10 @@ fn clamav_db() -> &'static Path {
     })
 }
 
-/// The dirty synthetic base with more dirty state: automatic logon with a
-/// password, a certificate in the machine's store, an enabled Telnet
-/// service, Windows Update disabled, three inbound firewall rules, an
-/// enabled Administrator, and a private key file. Made once per run.
+/// Returns the dirty synthetic base, made once per run, with more dirty
+/// state: automatic logon with a password, a certificate in the machine's
+/// store, an enabled Telnet service, Windows Update disabled, three inbound
+/// firewall rules, an enabled Administrator, and a private key file.
 fn base() -> &'static PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE.get_or_init(|| {
@@ -351,7 +351,7 @@ first_boot = ['{COMMAND}']
 }
 
 #[test]
-fn output_is_a_fixed_vhd_of_the_base_size() {
+fn output_fixed_vhd_of_base_size() {
     if !prerequisites_met() {
         return;
     }
@@ -391,7 +391,7 @@ fn report_lists_the_first_boot_command() {
 }
 
 #[test]
-fn check_of_the_output_judges_it_as_the_build_did() {
+fn check_of_output_compliant() {
     if !prerequisites_met() {
         return;
     }
@@ -406,12 +406,14 @@ fn check_of_the_output_judges_it_as_the_build_did() {
         .arg(b.dir.join("cache"))
         .output()
         .unwrap();
+
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
             "forge check printed no JSON ({e}):\n{}",
             String::from_utf8_lossy(&output.stderr)
         )
     });
+
     let rules = report["rules"].as_array().unwrap();
     let windows: Vec<&serde_json::Value> = rules
         .iter()
@@ -427,7 +429,8 @@ fn check_of_the_output_judges_it_as_the_build_did() {
     assert_eq!(output.status.code(), Some(0));
 }
 
-/// Reads the hive `name` of the output into the host folder `dir`.
+/// Returns the value `value` of `key` in the hive file `dir/hive` as
+/// hivexget prints it, or an empty string when it is missing.
 fn hive_value(dir: &Path, hive: &str, key: &str, value: &str) -> String {
     let output = Command::new("hivexget")
         .arg(dir.join(hive))
@@ -556,6 +559,7 @@ fn locked_build_rejects_another_base() {
         ),
     )
     .unwrap();
+
     let output = Command::new(env!("CARGO_BIN_EXE_forge"))
         .arg("build")
         .arg("--locked")
@@ -566,6 +570,7 @@ fn locked_build_rejects_another_base() {
         .arg(dir.join("cache"))
         .output()
         .unwrap();
+
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--locked"), "{stderr}");

@@ -107,15 +107,15 @@ impl WindowsDisk {
         Ok(partition.part_start)
     }
 
-    /// The product name inspection reads, such as "Windows Server 2022
-    /// Datacenter".
+    /// Returns the product name that inspection reads, such as "Windows
+    /// Server 2022 Datacenter".
     pub fn product_name(&self) -> Result<String> {
         self.g()
             .inspect_get_product_name(&self.root)
             .guest_context(|| "read the product name".to_owned())
     }
 
-    /// The Windows folder, such as `/Windows`.
+    /// Returns the Windows folder, such as `/Windows`.
     pub fn system_root(&self) -> Result<String> {
         self.g()
             .inspect_get_windows_systemroot(&self.root)
