@@ -139,7 +139,7 @@ pub enum HiveName {
 }
 
 impl HiveName {
-    /// The name as it follows `HKLM\` in a key.
+    /// Returns the name as it follows `HKLM\` in a key.
     pub fn as_str(self) -> &'static str {
         match self {
             HiveName::Software => "SOFTWARE",
