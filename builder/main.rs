@@ -324,6 +324,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
+            // A rule that was interrupted reports not-run, so a report
+            // finished after Ctrl-C would be wrong: report the interrupt.
+            forge::exec::check_interrupted()?;
             match format {
                 Format::Text => print!("{}", forge::check::report::render_text(&report)),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),

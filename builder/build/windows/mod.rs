@@ -17,7 +17,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::{output, Artifacts, BuildOptions, NewFolder, Note, Progress};
 use crate::check::rules::windows::{
-    ANSWER_FILE_FOLDERS, HOSTS, LOG_FOLDERS, PANTHER, SETUP_COMPLETE,
+    ANSWER_FILE_FOLDERS, HOSTS, LOG_FOLDERS, PANTHER_FOLDERS, SETUP_COMPLETE,
 };
 use crate::check::{self, Status, Verdict, WindowsPolicy};
 use crate::exec;
@@ -524,7 +524,10 @@ fn clean_files(
             }
         }
     }
-    if let Some(panther) = disk.find(PANTHER)? {
+    for panther in PANTHER_FOLDERS {
+        let Some(panther) = disk.find(panther)? else {
+            continue;
+        };
         if disk.is_dir(&panther)? {
             for name in disk.ls(&panther)? {
                 let path = join(&panther, &name);
@@ -548,11 +551,12 @@ fn clean_files(
             continue;
         }
         let name = rel.rsplit('/').next().unwrap_or(&rel);
-        let Some(ext) = harden::extension(name) else {
-            continue;
-        };
+        let ext = harden::extension(name).unwrap_or_default();
         let by_name = crate::recipe::PRIVATE_KEY_EXTENSIONS.contains(&ext.as_str());
-        let maybe_pem = harden::PEM_EXTENSIONS.contains(&ext.as_str());
+        let maybe_pem = crate::check::rules::windows::may_hold_private_key(&format!(
+            "/{}",
+            rel.to_ascii_lowercase()
+        ));
         if !(by_name || maybe_pem) {
             continue;
         }

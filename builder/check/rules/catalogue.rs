@@ -490,7 +490,7 @@ pub(super) static CATALOGUE: &[Rule] = &[
         requirement: "The captured VHD is not encrypted; BitLocker is arranged for deployment.",
         applied: "The build refuses an encrypted base and never encrypts the VHD. By default the \
             report says to encrypt the OS and data disks with Azure Disk Encryption at \
-            deployment; with bitlocker = \"first-boot\"the build places manage-bde commands in \
+            deployment; with bitlocker = \"first-boot\" the build places manage-bde commands in \
             SetupComplete.cmd.",
         verified: "Fails when any partition is BitLocker-encrypted (signature -FVE-FS-). With \
             bitlocker = \"first-boot\", fails unless /Windows/Setup/Scripts/SetupComplete.cmd \

@@ -131,11 +131,11 @@ pub fn vhd_size_range(s: &Subject) -> Result<Outcome> {
     let seen = format!("disk size {size} bytes ({gib:.2} GiB)");
     if size >= min * GIB && size <= max * GIB {
         Ok(Outcome::pass(format!(
-            "{seen} is within {min}..={max} GiB for a {family} OS disk"
+            "{seen} is within {min} to {max} GiB for a {family} OS disk"
         )))
     } else {
         Ok(Outcome::fail(format!(
-            "{seen} is outside {min}..={max} GiB for a {family} OS disk"
+            "{seen} is outside {min} to {max} GiB for a {family} OS disk"
         )))
     }
 }

@@ -47,8 +47,8 @@ pub const LOG_FOLDERS: &[&str] = &[
     "/WindowsAzure/Logs",
     "/inetpub/logs",
 ];
-/// Folder whose `*.log` and `*.etl` files are setup logs.
-pub const PANTHER: &str = "/Windows/Panther";
+/// Folders whose `*.log` and `*.etl` files are setup logs.
+pub const PANTHER_FOLDERS: &[&str] = &["/Windows/Panther", "/Windows/System32/Sysprep/Panther"];
 /// Folders where Windows setup looks for answer files.
 pub const ANSWER_FILE_FOLDERS: &[&str] = &[
     "/",
@@ -95,7 +95,12 @@ macro_rules! windows_tree {
 macro_rules! control_set {
     ($reg:expr) => {
         match $reg.control_set()? {
-            Some(cs) => cs,
+            Some(cs) if $reg.key_exists(HiveName::System, &cs)? => cs,
+            Some(cs) => {
+                return Ok(Outcome::not_run(format!(
+                    "the SYSTEM hive's Select\\Current names {cs}, which does not exist"
+                )))
+            }
             None => {
                 return Ok(Outcome::not_run(
                     "the SYSTEM hive is missing or has no Select\\Current value",
@@ -364,6 +369,18 @@ pub fn no_reserved_usernames(s: &Subject) -> Result<Outcome> {
             found.push(format!("scheduled task {path} runs as {user:?}"));
         }
     }
+    let mut local = 0;
+    if let Ok(Some(accounts)) = sam_accounts(&reg) {
+        local = accounts.len();
+        for a in accounts {
+            if a.flags & ACB_DISABLED == 0 && is_reserved(&a.name) {
+                found.push(format!(
+                    "the enabled local account {} has a reserved name",
+                    a.name
+                ));
+            }
+        }
+    }
     let logon = reg.text(HiveName::Software, WINLOGON, "AutoAdminLogon")?;
     let auto_logon = logon.as_deref().is_some_and(|v| v.trim() == "1");
     if auto_logon {
@@ -376,8 +393,8 @@ pub fn no_reserved_usernames(s: &Subject) -> Result<Outcome> {
         }
     }
     let looked = format!(
-        "{accounts} service accounts in {cs}\\Services, {} scheduled task principals, \
-         auto-logon {}",
+        "service accounts in {cs}\\Services: {accounts}, scheduled task principals: {}, enabled \
+         local accounts among {local}, auto-logon {}",
         principals.len(),
         if auto_logon { "on" } else { "off" }
     );
@@ -479,7 +496,7 @@ pub fn accounts_locked(s: &Subject) -> Result<Outcome> {
         }
         if !contains_ignore_case(needed, &a.name) {
             problems.push(format!(
-                "{} is enabled and the recipe's [windows] accounts does not name it",
+                "{} is enabled, and no [windows] accounts list of the recipe or the image names it",
                 a.name
             ));
         }
@@ -506,7 +523,6 @@ pub fn accounts_locked(s: &Subject) -> Result<Outcome> {
 /// Checks `win-bitlocker`: no partition is encrypted at capture, and the
 /// way BitLocker is turned on after deployment.
 pub fn bitlocker(s: &Subject) -> Result<Outcome> {
-    let fs = windows_tree!(s);
     let encrypted: Vec<String> = s
         .disk
         .partitions
@@ -518,13 +534,17 @@ pub fn bitlocker(s: &Subject) -> Result<Outcome> {
         })
         .map(|p| format!("partition {}", p.number))
         .collect();
-    if !encrypted.is_empty() {
+    // An encrypted C: hides the OS, so an encrypted partition fails the
+    // rule even when no OS was found.
+    let unknown_os = s.os.family.is_empty() || s.fs.is_none();
+    if !encrypted.is_empty() && (s.os.family == "windows" || unknown_os) {
         return Ok(Outcome::fail(format!(
             "{} BitLocker-encrypted; certification rejects an OS VHD encrypted at capture, so \
              decrypt it (manage-bde -off) before exporting and encrypt after deployment",
             encrypted.join(", ")
         )));
     }
+    let fs = windows_tree!(s);
     let volumes = s
         .disk
         .partitions
@@ -757,7 +777,7 @@ pub fn firewall(s: &Subject) -> Result<Outcome> {
             .join(", ")
     };
     let seen = format!(
-        "{} rules in {cs}\\{FIREWALL_RULES}, {} active inbound allow rules",
+        "rules in {cs}\\{FIREWALL_RULES}: {}, active inbound allow rules: {}",
         rules.len(),
         active.len()
     );
@@ -857,7 +877,10 @@ pub fn sensitive_items(fs: &dyn ImageView, reg: &Registry) -> Result<Vec<Sensiti
             }));
         }
     }
-    if let Some(panther) = find_path(fs, PANTHER)? {
+    for panther in PANTHER_FOLDERS {
+        let Some(panther) = find_path(fs, panther)? else {
+            continue;
+        };
         for name in fs.list_dir(&panther)? {
             let lower = name.to_ascii_lowercase();
             let path = format!("{panther}/{name}");
@@ -872,6 +895,14 @@ pub fn sensitive_items(fs: &dyn ImageView, reg: &Registry) -> Result<Vec<Sensiti
             }
         }
     }
+    if let Some(password) = reg.value(HiveName::Software, WINLOGON, "DefaultPassword")? {
+        if !password.data.iter().all(|&b| b == 0) {
+            out.push(Sensitive {
+                path: format!(r"HKLM\SOFTWARE\{WINLOGON}\DefaultPassword"),
+                why: "is a stored logon password",
+            });
+        }
+    }
     out.extend(private_keys(fs)?);
     for thumbprint in reg
         .subkeys(HiveName::Software, MACHINE_PERSONAL_STORE)?
@@ -883,6 +914,20 @@ pub fn sensitive_items(fs: &dyn ImageView, reg: &Registry) -> Result<Vec<Sensiti
         });
     }
     Ok(out)
+}
+
+/// Returns whether a file at `lower` (a lower-case path) is read to see
+/// whether it holds a PEM private key: PEM-style extensions, and every file
+/// in an `ssh` or `.ssh` folder, where OpenSSH keeps its keys without one.
+pub fn may_hold_private_key(lower: &str) -> bool {
+    let in_ssh_folder = lower
+        .rsplit('/')
+        .nth(1)
+        .is_some_and(|dir| dir == "ssh" || dir == ".ssh");
+    in_ssh_folder
+        || [".pem", ".key", ".crt", ".cer"]
+            .iter()
+            .any(|e| lower.ends_with(e))
 }
 
 /// Finds private-key files outside `/Windows`: PKCS #12 and PVK files,
@@ -903,11 +948,7 @@ fn private_keys(fs: &dyn ImageView) -> Result<Vec<Sensitive>> {
                 path: entry.path,
                 why: "is a private key file",
             });
-        } else if [".pem", ".key", ".crt", ".cer"]
-            .iter()
-            .any(|e| lower.ends_with(e))
-            && entry.meta.size <= 1 << 20
-        {
+        } else if may_hold_private_key(&lower) && entry.meta.size <= 1 << 20 {
             pem.push(entry.path);
         }
     }
@@ -930,10 +971,11 @@ pub fn sensitive_files(s: &Subject) -> Result<Outcome> {
     if items.is_empty() {
         return Ok(Outcome::pass(format!(
             "no entries in {HOSTS}; no answer file with credentials in {}; no files in {} or \
-             logs in {PANTHER}; no private key file outside /Windows; no certificate in the \
+             logs in {}; no stored logon password; no private key file outside /Windows; no certificate in the \
              machine's personal store",
             ANSWER_FILE_FOLDERS.join(", "),
-            LOG_FOLDERS.join(", ")
+            LOG_FOLDERS.join(", "),
+            PANTHER_FOLDERS.join(" or ")
         )));
     }
     let shown: Vec<String> = items
@@ -1024,6 +1066,12 @@ pub fn is_64bit(s: &Subject) -> Result<Outcome> {
 pub fn generalized(s: &Subject) -> Result<Outcome> {
     let fs = windows_tree!(s);
     let reg = Registry::new(fs);
+    if !reg.has(HiveName::System)? {
+        return Ok(Outcome::not_run(format!(
+            "{}/SYSTEM is missing, so the sysprep state is unknown",
+            winreg::CONFIG_DIR
+        )));
+    }
     let state = reg.dword(
         HiveName::System,
         r"Setup\Status\SysprepStatus",

@@ -101,7 +101,7 @@ fn windows_rules_say_what_they_saw() {
         "{accounts}"
     );
     let users = evidence("win-no-reserved-usernames");
-    assert!(users.contains("1 scheduled task principals"), "{users}");
+    assert!(users.contains("scheduled task principals: 1"), "{users}");
     let bitlocker = evidence("win-bitlocker");
     assert!(bitlocker.contains("Azure Disk Encryption"), "{bitlocker}");
     let firewall = evidence("win-firewall-rules");
@@ -333,7 +333,7 @@ fn plant_enabled_guest() {
     );
     let evidence = assert_only_failure(&fixture, "win-accounts-locked");
     assert!(
-        evidence.contains("Guest is enabled and the recipe's [windows] accounts does not name it"),
+        evidence.contains("Guest is enabled, and no [windows] accounts list"),
         "{evidence}"
     );
     assert!(
@@ -342,7 +342,10 @@ fn plant_enabled_guest() {
     );
     fixture.policy.windows.accounts = vec!["guest".to_owned()];
     let evidence = assert_only_failure(&fixture, "win-accounts-locked");
-    assert!(!evidence.contains("does not name it"), "{evidence}");
+    assert!(
+        !evidence.contains("no [windows] accounts list"),
+        "{evidence}"
+    );
 }
 
 #[test]
@@ -358,7 +361,7 @@ fn needed_account_with_a_password_passes() {
         ),
     );
     let evidence = assert_only_failure(&fixture, "win-accounts-locked");
-    assert!(evidence.contains("contoso is enabled and"), "{evidence}");
+    assert!(evidence.contains("contoso is enabled, and"), "{evidence}");
     fixture.policy.windows.accounts = vec!["Contoso".to_owned()];
     let finding = fixture.finding("win-accounts-locked");
     assert_eq!(finding.status, Status::Pass, "{}", finding.evidence);
@@ -393,7 +396,7 @@ fn plant_open_winrm_rule() {
 
 #[test]
 fn plant_each_sensitive_item() {
-    let plants: [(&str, &[u8]); 6] = [
+    let plants: [(&str, &[u8]); 8] = [
         (
             "/Windows/System32/drivers/etc/hosts",
             b"# sample\r\n10.20.30.40 cache.example\r\n",
@@ -405,6 +408,14 @@ fn plant_each_sensitive_item() {
         ("/Windows/Logs/CBS/CBS.log", b"log line\r\n"),
         ("/Windows/Panther/setupact.log", b"log line\r\n"),
         ("/Users/Public/Documents/signing.pfx", b"0\x82made-up"),
+        (
+            "/Windows/System32/Sysprep/Panther/setupact.log",
+            b"log line\r\n",
+        ),
+        (
+            "/ProgramData/ssh/ssh_host_ed25519_key",
+            b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbg==\n-----END OPENSSH PRIVATE KEY-----\n",
+        ),
         (
             "/ProgramData/Contoso/tls.pem",
             b"-----BEGIN PRIVATE KEY-----\nMC4=\n-----END PRIVATE KEY-----\n",
@@ -586,4 +597,73 @@ fn dirty_windows_volume_fails_what_a_build_resets() {
     ] {
         assert!(sensitive.evidence.contains(path), "{path}: {sensitive:#?}");
     }
+}
+
+#[test]
+fn plant_stored_logon_password() {
+    let fixture = Fixture::clean_windows();
+    fixture.merge_reg(
+        "SOFTWARE",
+        r#"[Microsoft\Windows NT\CurrentVersion\Winlogon]
+"DefaultUserName"="azureuser"
+"DefaultPassword"="Forge-Test-Pa55!""#,
+    );
+    let evidence = assert_only_failure(&fixture, "win-sensitive-files-removed");
+    assert!(evidence.contains("stored logon password"), "{evidence}");
+}
+
+#[test]
+fn plant_enabled_admin_account() {
+    let mut fixture = Fixture::clean_windows();
+    fixture.merge_reg(
+        "SAM",
+        &format!(
+            "[SAM\\Domains\\Account\\Users\\000003E9]\n\"F\"={}\n\"V\"={}\n\n\
+             [SAM\\Domains\\Account\\Users\\Names\\admin]\n@=hex(3e9):",
+            sam_f(1001, 0x0210),
+            sam_v("admin", 0x38)
+        ),
+    );
+    fixture.policy.windows.accounts = vec!["admin".to_owned()];
+    let evidence = assert_only_failure(&fixture, "win-no-reserved-usernames");
+    assert!(
+        evidence.contains("the enabled local account admin has a reserved name"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn missing_control_set_is_not_run() {
+    let fixture = Fixture::clean_windows();
+    fixture.merge_reg(
+        "SYSTEM",
+        r#"[Select]
+"Current"=dword:00000002"#,
+    );
+    let finding = fixture.finding("win-rdp-enabled");
+    assert_eq!(finding.status, Status::NotRun);
+    assert!(
+        finding
+            .evidence
+            .contains("ControlSet002, which does not exist"),
+        "{}",
+        finding.evidence
+    );
+}
+
+#[test]
+fn encrypted_volume_without_os_fails_bitlocker() {
+    let mut fixture = Fixture::clean_windows();
+    fixture.disk.partitions[1].fs_type = Some("BitLocker".to_owned());
+    fixture.os = crate::check::OsInfo::default();
+    let subject = crate::check::Subject {
+        disk: &fixture.disk,
+        fs: None,
+        os: &fixture.os,
+        policy: &fixture.policy,
+    };
+    let findings = crate::check::run_rules(&subject);
+    let bitlocker = findings.iter().find(|f| f.id == "win-bitlocker").unwrap();
+    assert_eq!(bitlocker.status, Status::Fail, "{bitlocker:#?}");
+    assert!(bitlocker.evidence.contains("partition 2"), "{bitlocker:#?}");
 }
