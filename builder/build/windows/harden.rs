@@ -4,7 +4,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::registry::{self, Hive, Node};
+use super::registry::{self, Hive, Node, Value};
 use crate::check::rules::windows::{
     answer_file_has_credentials, hosts_entries, nt_hash_present, FirewallRule, ACB_DISABLED,
     ACB_PASSWORD_NOT_REQUIRED, AGENT_SERVICES, DENIED_FEATURES, DENIED_SERVICES,
@@ -440,13 +440,12 @@ pub fn clear_free_cells(hive: &mut [u8]) -> Result<usize> {
 }
 
 /// Hardens the SYSTEM hive's control set `cs`: Windows Update and Remote
-/// Desktop on, inbound firewall rules off unless needed, denied services
-/// disabled.
+/// Desktop on, denied services disabled. The firewall rules are set apart,
+/// with [`disable_firewall_rules`].
 pub fn harden_system(
     system: &mut dyn Hive,
     cs: &str,
     policy: &WindowsPolicy,
-    firewall_waived: bool,
 ) -> Result<Vec<String>> {
     let mut changes = Vec::new();
     if service_start(system, cs, "wuauserv", &[4], 3)? {
@@ -470,39 +469,46 @@ pub fn harden_system(
             changes.push(format!("disabled service {service}"));
         }
     }
-    if !firewall_waived {
-        let disabled = disable_firewall_rules(system, cs, &policy.firewall_allow)?;
-        if disabled > 0 {
-            changes.push(format!("disabled {disabled} inbound firewall rule(s)"));
-        }
-    }
     Ok(changes)
 }
 
-fn disable_firewall_rules(system: &mut dyn Hive, cs: &str, allow: &[String]) -> Result<usize> {
-    let path = [
+/// Returns the key of the firewall rules in the control set `cs`.
+pub fn firewall_rules_key(cs: &str) -> [&str; 6] {
+    [
         cs,
         "Services",
         "SharedAccess",
         "Parameters",
         "FirewallPolicy",
         "FirewallRules",
-    ];
-    let Some(node) = registry::open(system, &path)? else {
-        return Ok(0);
-    };
+    ]
+}
+
+/// Returns the firewall rules key's values with `Active=FALSE` in every
+/// rule that [`firewall_rule_disabled`] picks, and how many it picked;
+/// `None` when it picks none.
+pub fn disable_firewall_rules(values: &[Value], allow: &[String]) -> Option<(Vec<Value>, usize)> {
     let mut disabled = 0;
-    for v in system.values(node)? {
-        if v.kind != REG_SZ {
-            continue;
-        }
-        let text = registry::decode_utf16(&v.data);
-        if let Some(new) = firewall_rule_disabled(&v.name, &text, allow) {
-            system.set_value(node, &v.name, v.kind, &crate::recipe::utf16z(&new))?;
-            disabled += 1;
-        }
-    }
-    Ok(disabled)
+    let new: Vec<Value> = values
+        .iter()
+        .map(|v| {
+            if v.kind != REG_SZ {
+                return v.clone();
+            }
+            let text = registry::decode_utf16(&v.data);
+            match firewall_rule_disabled(&v.name, &text, allow) {
+                Some(rule) => {
+                    disabled += 1;
+                    Value {
+                        data: crate::recipe::utf16z(&rule),
+                        ..v.clone()
+                    }
+                }
+                None => v.clone(),
+            }
+        })
+        .collect();
+    (disabled > 0).then_some((new, disabled))
 }
 
 /// Returns the rule `text` with `Active=FALSE` when it is an active
@@ -799,7 +805,32 @@ mod tests {
     }
 
     #[test]
-    fn system_hardening_sets_services_rdp_and_firewall() {
+    fn firewall_values_disable_only_extra_rules() {
+        let value = |name: &str, text: &str| Value {
+            name: name.into(),
+            kind: REG_SZ,
+            data: utf16z(&rule(text)),
+        };
+        let values = vec![
+            value("Web", "Action=Allow|Active=TRUE|Dir=In|LPort=80|Name=Web"),
+            value("RDP", "Action=Allow|Active=TRUE|Dir=In|LPort=3389|Name=RDP"),
+            Value {
+                name: "Binary".into(),
+                kind: 3,
+                data: vec![1, 2],
+            },
+        ];
+        let (new, disabled) = disable_firewall_rules(&values, &[]).unwrap();
+        assert_eq!(disabled, 1);
+        assert_eq!(new.len(), 3);
+        assert!(new[0].text().unwrap().contains("|Active=FALSE|"));
+        assert_eq!(new[1..], values[1..]);
+        assert!(disable_firewall_rules(&new, &[]).is_none());
+        assert!(disable_firewall_rules(&values, &["web".to_owned()]).is_none());
+    }
+
+    #[test]
+    fn system_hardening_sets_services_and_rdp() {
         let mut h = system_hive();
         let svc = |h: &mut MemHive, s: &str, start: u32| {
             h.put(
@@ -814,22 +845,12 @@ mod tests {
         svc(&mut h, "TlntSvr", 2);
         svc(&mut h, "W3SVC", 2);
         svc(&mut h, "simptcp", 4);
-        let rules = [
-            "ControlSet001",
-            "Services",
-            "SharedAccess",
-            "Parameters",
-            "FirewallPolicy",
-            "FirewallRules",
-        ];
-        let web = rule("Action=Allow|Active=TRUE|Dir=In|LPort=80|Name=Web");
-        h.put(&rules, "Web", REG_SZ, &utf16z(&web));
         let policy = WindowsPolicy {
             deny: vec!["W3SVC".into()],
             ..Default::default()
         };
-        let changes = harden_system(&mut h, "ControlSet001", &policy, false).unwrap();
-        assert_eq!(changes.len(), 6, "{changes:?}");
+        let changes = harden_system(&mut h, "ControlSet001", &policy).unwrap();
+        assert_eq!(changes.len(), 5, "{changes:?}");
         let start = |h: &MemHive, s: &str| {
             h.get(&["ControlSet001", "Services", s], "Start")
                 .unwrap()
@@ -847,10 +868,8 @@ mod tests {
             )
             .unwrap();
         assert_eq!(deny.dword(), Some(0));
-        let web = h.get(&rules, "Web").unwrap().text().unwrap();
-        assert!(web.contains("Active=FALSE"), "{web}");
         // A second pass finds nothing to change.
-        assert!(harden_system(&mut h, "ControlSet001", &policy, false)
+        assert!(harden_system(&mut h, "ControlSet001", &policy)
             .unwrap()
             .is_empty());
     }

@@ -5,6 +5,7 @@
 //! first boot.
 
 pub mod harden;
+pub mod hivex;
 pub mod ntfs_times;
 pub mod overlay;
 pub mod registry;
@@ -26,6 +27,7 @@ use crate::guestfs::{detect_container, Container};
 use crate::lock::{self, Lock};
 use crate::recipe::{HiveName, Recipe, RegistryValue, WindowsBase};
 use crate::vhd;
+use hivex::HostHive;
 
 const GIB: u64 = 1 << 30;
 /// Size limits of a Windows OS disk for the Marketplace.
@@ -415,13 +417,20 @@ fn edit_registry(
 
     let mut h = disk.open_hive(&facts.system, true)?;
     harden::apply_values(&mut h, &values(HiveName::System), cs)?;
-    changes.extend(harden::harden_system(
-        &mut h,
-        cs,
-        &recipe.windows,
-        firewall_waived,
-    )?);
+    changes.extend(harden::harden_system(&mut h, cs, &recipe.windows)?);
     h.commit()?;
+    if !firewall_waived {
+        let disabled = disable_firewall_rules(
+            disk,
+            &facts.system,
+            cs,
+            &recipe.windows.firewall_allow,
+            scratch,
+        )?;
+        if disabled > 0 {
+            changes.push(format!("disabled {disabled} inbound firewall rule(s)"));
+        }
+    }
 
     let mut h = disk.open_hive(&facts.software, true)?;
     harden::apply_values(&mut h, &values(HiveName::Software), cs)?;
@@ -457,6 +466,36 @@ fn edit_registry(
         tracing::info!("registry: {change}");
     }
     Ok(changes)
+}
+
+/// Disables the inbound firewall rules the product does not need, with
+/// hivex on the host: the SYSTEM hive is copied out, its rules key written
+/// once, and the hive copied back in place. Returns how many rules it
+/// disabled.
+fn disable_firewall_rules(
+    disk: &WindowsDisk,
+    system: &str,
+    cs: &str,
+    allow: &[String],
+    scratch: &Path,
+) -> Result<usize> {
+    let copy = scratch.join("SYSTEM");
+    disk.download(system, &copy)?;
+    let mut hive = HostHive::open(&copy)?;
+    let disabled = match hive.open_key(&harden::firewall_rules_key(cs))? {
+        None => 0,
+        Some(node) => match harden::disable_firewall_rules(&hive.values(node)?, allow) {
+            None => 0,
+            Some((values, disabled)) => {
+                hive.set_values(node, &values)?;
+                hive.commit()?;
+                disk.upload(&copy, system)?;
+                disabled
+            }
+        },
+    };
+    let _ = std::fs::remove_file(&copy);
+    Ok(disabled)
 }
 
 /// Removes a file and records its folder as touched.
