@@ -615,6 +615,9 @@ fn validate_pinned_image(
     Ok((path, sha256))
 }
 
+/// User names no enabled account of a Windows image may have.
+const RESERVED_USER_NAMES: [&str; 3] = ["administrator", "admin", "root"];
+
 /// The ways BitLocker may be arranged for a Windows image.
 pub const BITLOCKER_CHOICES: [&str; 2] = ["azure-disk-encryption", "first-boot"];
 
@@ -641,6 +644,18 @@ fn validate_windows(raw: RawWindows) -> Result<WindowsPolicy> {
                 );
             }
         }
+    }
+    if let Some(name) = raw.accounts.iter().find(|a| {
+        RESERVED_USER_NAMES
+            .iter()
+            .any(|r| a.eq_ignore_ascii_case(r))
+    }) {
+        bail!(
+            "invalid key `accounts`: {name:?} is a reserved user name ({}), which an enabled \
+             account of a Marketplace image must not have; rename the account on the VM and \
+             name the new one here",
+            RESERVED_USER_NAMES.join(", ")
+        );
     }
     let bitlocker = raw
         .bitlocker
@@ -1140,6 +1155,16 @@ first_boot = ['C:\Contoso\install.cmd /quiet']
             ["CurrentControlSet", "Services", "App"]
         );
         assert_eq!(layer.registry[1].name, "");
+    }
+
+    #[test]
+    fn windows_accounts_reject_reserved_names() {
+        let err = windows_recipe("[windows]\naccounts = [\"Administrator\"]\n").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("\"Administrator\" is a reserved user name"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -582,10 +582,6 @@ pub fn contains_credentials(bytes: &[u8]) -> bool {
     answer_file_has_credentials(&decode_text(bytes))
 }
 
-/// Extensions of files that may be PEM text, read to look for a private
-/// key.
-pub const PEM_EXTENSIONS: [&str; 4] = ["pem", "key", "crt", "cer"];
-
 /// Whether PEM text contains a private key.
 pub fn is_pem_private_key(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"PRIVATE KEY")
