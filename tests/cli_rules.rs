@@ -101,11 +101,14 @@ fn explain_prints_applied_and_verified() {
 }
 
 #[test]
-fn explain_windows_rule_not_implemented() {
+fn explain_windows_rule() {
     let (code, stdout, _) = forge(&["explain", "win-rdp-enabled"]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("applied: Not yet applied"), "{stdout}");
-    assert!(stdout.contains("reported not-run"), "{stdout}");
+    assert!(
+        stdout.contains("applied: The build sets fDenyTSConnections"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("TermService"), "{stdout}");
 }
 
 #[test]
