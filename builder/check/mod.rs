@@ -152,7 +152,7 @@ pub struct Policy {
     /// Adds the declared units and waivers that a build recorded in the
     /// image (see [`policy::IMAGE_POLICY_PATH`]).
     pub from_image: bool,
-    /// What the Windows rules judge against.
+    /// The product settings that the Windows rules judge against.
     pub windows: WindowsPolicy,
 }
 

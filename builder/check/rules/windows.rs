@@ -35,9 +35,9 @@ pub const AGENT_SERVICES: &[&str] = &["WindowsAzureGuestAgent", "RdAgent"];
 /// User names nothing may depend on.
 const RESERVED_NAMES: &[&str] = &["administrator", "admin", "root"];
 
-/// Services forge refuses whatever the recipe says.
+/// Services forge rejects, whatever the recipe's settings.
 pub const DENIED_SERVICES: &[&str] = &["TlntSvr", "simptcp", "tftpd"];
-/// Roles and features forge refuses whatever the recipe says.
+/// Roles and features forge rejects, whatever the recipe's settings.
 pub const DENIED_FEATURES: &[&str] = &["FS-SMB1", "Telnet-Client", "TFTP-Client", "Simple-TCPIP"];
 
 /// Folders whose files are logs, relative to the volume root.
@@ -417,7 +417,7 @@ pub struct Account {
     pub rid: u32,
     /// The ACB flags of the F value.
     pub flags: u16,
-    /// Whether the V value holds an NT password hash.
+    /// Whether the V value contains an NT password hash.
     pub has_password: bool,
 }
 
@@ -458,7 +458,7 @@ pub fn sam_accounts(reg: &Registry) -> Result<Option<Vec<Account>>> {
     Ok(Some(accounts))
 }
 
-/// Returns whether a SAM V value holds an NT hash. The entry's length
+/// Returns whether a SAM V value contains an NT hash. The entry's length
 /// sits at 0xAC: 0 or 4 (the RC4 form's header alone) or 24 (the AES
 /// form's header and salt alone) mean no password is set.
 pub fn nt_hash_present(v: &[u8]) -> bool {
@@ -716,12 +716,12 @@ impl FirewallRule {
             .is_some_and(|v| v.eq_ignore_ascii_case(value))
     }
 
-    /// An active rule that lets inbound traffic in.
+    /// Returns whether the rule is active and lets inbound traffic in.
     pub fn is_active_inbound_allow(&self) -> bool {
         self.is("Action", "Allow") && self.is("Dir", "In") && self.is("Active", "TRUE")
     }
 
-    /// A Remote Desktop rule, which `win-rdp-enabled` needs.
+    /// Returns whether this is a Remote Desktop rule, which `win-rdp-enabled` needs.
     pub fn is_remote_desktop(&self) -> bool {
         self.id.to_ascii_lowercase().starts_with("remotedesktop-") || self.is("LPort", "3389")
     }

@@ -50,13 +50,13 @@ pub struct Value {
 }
 
 impl Value {
-    /// The value as a DWORD, when it is one.
+    /// Returns the value as a DWORD, when it is one.
     pub fn dword(&self) -> Option<u32> {
         (self.kind == REG_DWORD && self.data.len() >= 4)
             .then(|| u32::from_le_bytes([self.data[0], self.data[1], self.data[2], self.data[3]]))
     }
 
-    /// The value as text, when it is a REG_SZ or REG_EXPAND_SZ.
+    /// Returns the value as text, when it is a REG_SZ or REG_EXPAND_SZ.
     pub fn text(&self) -> Option<String> {
         matches!(self.kind, REG_SZ | REG_EXPAND_SZ).then(|| utf16_text(&self.data))
     }
@@ -237,7 +237,7 @@ impl<'a> Registry<'a> {
     }
 
     /// Names the control set Windows boots with, `ControlSet001` when
-    /// `Select\Current` is 1. `None` when the SYSTEM hive says nothing.
+    /// `Select\Current` is 1. `None` when the SYSTEM hive has no such value.
     pub fn control_set(&self) -> Result<Option<String>> {
         let current = self.dword(HiveName::System, "Select", "Current")?;
         Ok(current.map(|n| format!("ControlSet{n:03}")))
